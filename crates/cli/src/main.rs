@@ -1,0 +1,160 @@
+//! `corenet`: the command line of the corenet stack.
+//!
+//! The plain-text output is a stable interface: one event per line, a lower-case keyword
+//! first, keys in lower-case hex. Diagnostics go to stderr. Exit codes: 0 success, 1 runtime
+//! failure (with a one-line `error: ...` on stderr), 2 usage error.
+
+mod identity;
+mod tcp;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use corenet_codec::PublicKey;
+
+/// The corenet command line.
+#[derive(Debug, Parser)]
+#[command(name = "corenet", version, about = "Hypercore peer-to-peer networking, in Rust", long_about = None)]
+struct Cli {
+    /// DHT bootstrap node, repeatable (default: the public bootstrap nodes).
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    bootstrap: Vec<String>,
+    /// 32-byte identity seed in hex (default: an identity kept under --storage).
+    #[arg(long, value_name = "HEX32", global = true)]
+    seed: Option<String>,
+    /// Data directory (default: the platform data dir, e.g. ~/.local/share/corenet).
+    #[arg(long, value_name = "DIR", global = true)]
+    storage: Option<PathBuf>,
+    /// Address to bind (default 0.0.0.0).
+    #[arg(long, value_name = "IP", global = true, default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print this identity's public key (`public-key <hex>`), creating the identity if needed.
+    Keygen,
+    /// Accept encrypted connections (Noise XX secret streams over TCP with --tcp).
+    Listen {
+        /// Listen for TCP connections at this address (port 0 picks one).
+        #[arg(long, value_name = "ADDR")]
+        tcp: Option<String>,
+        /// Echo every connection's bytes back instead of piping the first to stdin/stdout.
+        #[arg(long)]
+        echo: bool,
+    },
+    /// Connect and pipe stdin/stdout over an encrypted stream.
+    Connect {
+        /// The remote's public key (hex); with --tcp, the key the server must prove.
+        #[arg(value_name = "PUBLIC-KEY")]
+        public_key: Option<PublicKey>,
+        /// Connect over TCP to this address.
+        #[arg(long, value_name = "ADDR")]
+        tcp: Option<String>,
+        /// With --tcp: refuse the stream unless the server proves this key.
+        #[arg(long, value_name = "HEX")]
+        remote_key: Option<PublicKey>,
+    },
+}
+
+/// A failure that ends the command with exit code 1 or 2.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// Bad arguments (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else (exit code 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    fn runtime(e: impl std::fmt::Display) -> Self {
+        CliError::Runtime(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Runtime(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Listen { tcp: None, .. } | Command::Connect { tcp: None, .. } = cli.command {
+        return Err(CliError::Usage(
+            "connections over the DHT are not available in this build yet; use --tcp ADDR".into(),
+        ));
+    }
+    let key_pair = identity::load(cli.seed.as_deref(), cli.storage.as_deref())?;
+    match cli.command {
+        Command::Keygen => {
+            println!("public-key {}", key_pair.public_key());
+            Ok(())
+        }
+        Command::Listen {
+            tcp: Some(addr),
+            echo,
+        } => tcp::listen(&addr, echo, key_pair).await,
+        Command::Connect {
+            public_key,
+            tcp: Some(addr),
+            remote_key,
+        } => {
+            let expect = match (public_key, remote_key) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(CliError::Usage(
+                        "the positional key and --remote-key differ".into(),
+                    ))
+                }
+                (a, b) => a.or(b),
+            };
+            tcp::connect(&addr, expect, key_pair).await
+        }
+        Command::Listen { tcp: None, .. } | Command::Connect { tcp: None, .. } => {
+            unreachable!("checked above")
+        }
+    }
+}

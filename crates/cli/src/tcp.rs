@@ -1,0 +1,94 @@
+//! `listen --tcp` and `connect --tcp`: Noise XX secret streams over TCP.
+
+use corenet_codec::PublicKey;
+use corenet_noise::{Config, KeyPair, SecretStream};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::CliError;
+
+/// Accepts connections at `addr`; pipes the first to stdin/stdout, or echoes every one.
+pub(crate) async fn listen(addr: &str, echo: bool, key_pair: KeyPair) -> Result<(), CliError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Runtime(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(CliError::runtime)?;
+    println!("listening {}", key_pair.public_key());
+    println!("address {local}");
+    loop {
+        let (tcp, peer) = listener.accept().await.map_err(CliError::runtime)?;
+        let _ = tcp.set_nodelay(true);
+        let kp = key_pair.clone();
+        if echo {
+            tokio::spawn(async move {
+                match SecretStream::new(tcp, false, &kp, Config::default()).await {
+                    Ok(stream) => {
+                        eprintln!("connection {} {peer}", stream.remote_public_key());
+                        let (mut r, mut w) = tokio::io::split(stream);
+                        let copied = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                        if let Err(e) = copied {
+                            tracing::info!(%peer, error = %e, "echo connection ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::info!(%peer, error = %e, "handshake failed"),
+                }
+            });
+        } else {
+            match SecretStream::new(tcp, false, &key_pair, Config::default()).await {
+                Ok(stream) => {
+                    eprintln!("connected {}", stream.remote_public_key());
+                    return pipe(stream).await;
+                }
+                Err(e) => eprintln!("handshake with {peer} failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Connects to `addr` and pipes stdin/stdout.
+pub(crate) async fn connect(
+    addr: &str,
+    expect: Option<PublicKey>,
+    key_pair: KeyPair,
+) -> Result<(), CliError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| CliError::Runtime(format!("cannot connect to {addr}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let mut config = Config::default();
+    if let Some(k) = expect {
+        config = config.with_remote_public_key(k);
+    }
+    let stream = SecretStream::new(tcp, true, &key_pair, config)
+        .await
+        .map_err(CliError::runtime)?;
+    eprintln!("connected {}", stream.remote_public_key());
+    pipe(stream).await
+}
+
+/// stdin to the stream (then half-close), the stream to stdout; returns when both have ended.
+async fn pipe(stream: SecretStream<TcpStream>) -> Result<(), CliError> {
+    let (mut r, mut w) = tokio::io::split(stream);
+    let up = async {
+        let mut stdin = tokio::io::stdin();
+        tokio::io::copy(&mut stdin, &mut w).await?;
+        w.shutdown().await
+    };
+    let down = async {
+        let mut stdout = BufWriter::new(tokio::io::stdout());
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            use tokio::io::AsyncReadExt;
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            stdout.write_all(&buf[..n]).await?;
+            stdout.flush().await?;
+        }
+        stdout.flush().await
+    };
+    let (a, b) = tokio::join!(up, down);
+    a.and(b).map_err(CliError::runtime)
+}

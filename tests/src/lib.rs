@@ -1,0 +1,107 @@
+//! Helpers for corenet's cross-crate and JS interop tests.
+//!
+//! The JS side lives in `tests/interop` (its own `package.json` and lockfile, installed with
+//! `npm ci`). Tests start real JS peers as child processes that print one JSON object per
+//! line on stdout; [`JsPeer`] reads those events with a bounded wait and kills the process on
+//! drop. A missing `node_modules` is a hard failure with instructions, never a skipped test.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// The `tests/interop` directory.
+pub fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+/// The golden vectors directory, `tests/vectors`.
+pub fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors")
+}
+
+/// Panics with instructions unless the JS harness is installed.
+pub fn require_js() {
+    let nm = interop_dir().join("node_modules");
+    assert!(
+        nm.join("@hyperswarm/secret-stream").exists(),
+        "the JS interop harness is not installed: run `npm ci --prefix tests/interop` (the \
+         README's test command does this)"
+    );
+}
+
+/// Deterministic test payload: byte `i` is `(i * 31 + salt) & 255`, as the JS scripts make it.
+pub fn pattern(len: usize, salt: u8, offset: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((offset + i) as u8).wrapping_mul(31).wrapping_add(salt))
+        .collect()
+}
+
+/// A JS peer process started from `tests/interop`.
+#[derive(Debug)]
+pub struct JsPeer {
+    /// The node process (killed on drop).
+    child: Child,
+    /// Its stdout, one JSON event per line.
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl JsPeer {
+    /// Starts `node <script> <args...>` in `tests/interop`.
+    pub fn spawn(script: &str, args: &[&str]) -> Self {
+        require_js();
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(interop_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start node (is Node.js installed?)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        JsPeer {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next event, waiting at most `wait`; panics on timeout or exit.
+    pub async fn next_event(&mut self, wait: Duration) -> serde_json::Value {
+        let line = tokio::time::timeout(wait, self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("JS peer printed nothing for {wait:?}"))
+            .expect("reading the JS peer's stdout")
+            .expect("the JS peer exited");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad event line {line:?}: {e}"))
+    }
+
+    /// Skips events until one named `name` (field `event`) arrives; panics on an `error`
+    /// event unless that is what was asked for.
+    pub async fn expect(&mut self, name: &str, wait: Duration) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ev = self.next_event(left).await;
+            let kind = ev["event"].as_str().unwrap_or_default();
+            if kind == name {
+                return ev;
+            }
+            assert!(
+                kind != "error",
+                "JS peer reported an error while waiting for {name}: {ev}"
+            );
+        }
+    }
+
+    /// Waits for the process to exit (bounded) and returns its exit code.
+    pub async fn wait(&mut self, wait: Duration) -> Option<i32> {
+        tokio::time::timeout(wait, self.child.wait())
+            .await
+            .expect("JS peer did not exit in time")
+            .expect("waiting for the JS peer")
+            .code()
+    }
+}
