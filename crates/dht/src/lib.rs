@@ -1,0 +1,27 @@
+//! dht-rpc and hyperdht, wire-compatible with the JavaScript DHT that hyperswarm runs on.
+//!
+//! This crate mirrors the JS modules `dht-rpc` (Kademlia over UDP: node ids from addresses,
+//! tokens, a routing table, requests with retries and a congestion window, iterative queries,
+//! NAT sampling, the ephemeral-to-persistent switch) and `hyperdht` (announce and lookup of
+//! signed peer records, find-peer, mutable and immutable storage, the PEER_HANDSHAKE router
+//! that carries Noise IK between a client and a server).
+//!
+//! # Layout
+//! - [`rpc`]: dht-rpc as a sans-IO core ([`rpc::Node`]). It never touches the network or the
+//!   clock: time and datagrams are inputs, datagrams and events are outputs.
+//!
+//! # Example
+//! ```
+//! use corenet_dht::rpc::{Message, Request, message::internal};
+//! // A FIND_NODE request as the JS stack encodes it.
+//! let req = Request { tid: 7, internal: true, command: internal::FIND_NODE,
+//!                     target: Some([0xaa; 32]), ..Default::default() };
+//! let bytes = req.to_bytes();
+//! assert_eq!(bytes[0], 0x03);
+//! assert_eq!(Message::decode(&bytes).unwrap(), Message::Request(req));
+//! ```
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod rpc;
+pub mod sim;

@@ -1,0 +1,311 @@
+//! A deterministic network simulator for sans-IO DHT cores.
+//!
+//! Nodes are addressed by IPv4 socket addresses; every datagram goes through one seeded
+//! event queue with a latency range and a loss rate, and time is virtual. The same seed gives
+//! the same run, so a failing simulation is replayed from the seed it prints.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaChaRng;
+
+use crate::rpc::{SocketKind, Transmit};
+
+/// What the simulator needs from a node.
+pub trait SimCore {
+    /// A datagram arrived.
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketKind,
+        from: SocketAddrV4,
+        bytes: &[u8],
+    );
+    /// Timers are due.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next datagram to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next timer.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+impl SimCore for crate::rpc::Node {
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketKind,
+        from: SocketAddrV4,
+        bytes: &[u8],
+    ) {
+        crate::rpc::Node::handle_datagram(self, now, socket, from, bytes)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        crate::rpc::Node::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        crate::rpc::Node::poll_transmit(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::rpc::Node::poll_timeout(self)
+    }
+}
+
+/// Link model of the simulated network.
+#[derive(Debug, Clone)]
+pub struct LinkModel {
+    /// One-way latency, uniformly drawn from this range.
+    pub latency: (Duration, Duration),
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel {
+            latency: (Duration::from_millis(10), Duration::from_millis(50)),
+            loss: 0.0,
+        }
+    }
+}
+
+/// A node slot in the simulation.
+#[derive(Debug)]
+struct Slot<N> {
+    node: N,
+    /// Address of its server socket; the client socket is the next port.
+    server: SocketAddrV4,
+    /// Killed nodes drop everything.
+    alive: bool,
+    /// The timer currently scheduled in the queue.
+    scheduled: Option<Instant>,
+}
+
+/// Something that happens at a point of virtual time.
+#[derive(Debug)]
+enum Item {
+    Deliver {
+        to: usize,
+        socket: SocketKind,
+        from: SocketAddrV4,
+        bytes: Bytes,
+    },
+    Timer {
+        node: usize,
+        at: Instant,
+    },
+}
+
+/// The simulated network.
+#[derive(Debug)]
+pub struct Network<N> {
+    slots: Vec<Slot<N>>,
+    by_addr: HashMap<SocketAddrV4, (usize, SocketKind)>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    items: HashMap<u64, Item>,
+    seq: u64,
+    now: Instant,
+    rng: ChaChaRng,
+    link: LinkModel,
+    /// Datagrams handed to the network.
+    pub datagrams: u64,
+    /// Datagrams lost by the link model or sent to dead or unknown addresses.
+    pub lost: u64,
+}
+
+impl<N: SimCore> Network<N> {
+    /// An empty network starting at `start` with a seeded RNG.
+    pub fn new(start: Instant, seed: u64, link: LinkModel) -> Self {
+        Network {
+            slots: Vec::new(),
+            by_addr: HashMap::new(),
+            queue: BinaryHeap::new(),
+            items: HashMap::new(),
+            seq: 0,
+            now: start,
+            rng: ChaChaRng::seed_from_u64(seed),
+            link,
+            datagrams: 0,
+            lost: 0,
+        }
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The address the `i`-th node gets: 10.x.y.z:49737 (server) and :49738 (client).
+    pub fn address_of(i: usize) -> SocketAddrV4 {
+        let n = i as u32 + 1;
+        SocketAddrV4::new(
+            Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8),
+            49737,
+        )
+    }
+
+    /// Adds a node built by `make(index, server_address)`; returns its index.
+    pub fn add(&mut self, make: impl FnOnce(usize, SocketAddrV4) -> N) -> usize {
+        let i = self.slots.len();
+        let server = Self::address_of(i);
+        let client = SocketAddrV4::new(*server.ip(), server.port() + 1);
+        let node = make(i, server);
+        self.slots.push(Slot {
+            node,
+            server,
+            alive: true,
+            scheduled: None,
+        });
+        self.by_addr.insert(server, (i, SocketKind::Server));
+        self.by_addr.insert(client, (i, SocketKind::Client));
+        self.flush(i);
+        i
+    }
+
+    /// Number of nodes (alive or not).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True without nodes.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The node at `i`.
+    pub fn node(&self, i: usize) -> &N {
+        &self.slots[i].node
+    }
+
+    /// The node at `i`, mutably. Call [`Network::flush`] after giving it commands.
+    pub fn node_mut(&mut self, i: usize) -> &mut N {
+        &mut self.slots[i].node
+    }
+
+    /// The server address of node `i`.
+    pub fn server_addr(&self, i: usize) -> SocketAddrV4 {
+        self.slots[i].server
+    }
+
+    /// True unless killed.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.slots[i].alive
+    }
+
+    /// Kills a node: it stops sending and receiving.
+    pub fn kill(&mut self, i: usize) {
+        self.slots[i].alive = false;
+    }
+
+    fn push(&mut self, at: Instant, item: Item) {
+        self.seq += 1;
+        self.items.insert(self.seq, item);
+        self.queue.push(Reverse((at, self.seq)));
+    }
+
+    /// Moves node `i`'s outgoing datagrams into the network and schedules its timer.
+    pub fn flush(&mut self, i: usize) {
+        if !self.slots[i].alive {
+            return;
+        }
+        while let Some(t) = self.slots[i].node.poll_transmit() {
+            self.datagrams += 1;
+            let from_port = match t.socket {
+                SocketKind::Server => self.slots[i].server.port(),
+                SocketKind::Client => self.slots[i].server.port() + 1,
+            };
+            let from = SocketAddrV4::new(*self.slots[i].server.ip(), from_port);
+            let Some(&(to, socket)) = self.by_addr.get(&t.to) else {
+                self.lost += 1;
+                continue;
+            };
+            if self.link.loss > 0.0 && self.rng.gen_bool(self.link.loss) {
+                self.lost += 1;
+                continue;
+            }
+            let (lo, hi) = self.link.latency;
+            let lat = if hi > lo {
+                self.rng.gen_range(lo..=hi)
+            } else {
+                lo
+            };
+            let at = self.now + lat;
+            self.push(
+                at,
+                Item::Deliver {
+                    to,
+                    socket,
+                    from,
+                    bytes: t.bytes,
+                },
+            );
+        }
+        if let Some(at) = self.slots[i].node.poll_timeout() {
+            if self.slots[i].scheduled != Some(at) {
+                self.slots[i].scheduled = Some(at);
+                self.push(at, Item::Timer { node: i, at });
+            }
+        }
+    }
+
+    /// Runs one queued item; false when the queue is empty or the next item is after
+    /// `until`.
+    pub fn step(&mut self, until: Instant) -> bool {
+        let Some(Reverse((at, seq))) = self.queue.peek().copied() else {
+            return false;
+        };
+        if at > until {
+            return false;
+        }
+        self.queue.pop();
+        let Some(item) = self.items.remove(&seq) else {
+            return true;
+        };
+        self.now = self.now.max(at);
+        match item {
+            Item::Deliver {
+                to,
+                socket,
+                from,
+                bytes,
+            } => {
+                if !self.slots[to].alive {
+                    self.lost += 1;
+                    return true;
+                }
+                let now = self.now;
+                self.slots[to]
+                    .node
+                    .handle_datagram(now, socket, from, &bytes);
+                self.flush(to);
+            }
+            Item::Timer { node, at } => {
+                if self.slots[node].scheduled != Some(at) || !self.slots[node].alive {
+                    return true;
+                }
+                self.slots[node].scheduled = None;
+                let now = self.now;
+                self.slots[node].node.handle_timeout(now);
+                self.flush(node);
+            }
+        }
+        true
+    }
+
+    /// Runs until virtual time `until` (inclusive), calling `each` after every item.
+    pub fn run_until(&mut self, until: Instant, mut each: impl FnMut(&mut Self)) {
+        while self.step(until) {
+            each(self);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until, |_| {});
+    }
+}
