@@ -23,5 +23,6 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod hyper;
 pub mod rpc;
 pub mod sim;

@@ -54,6 +54,27 @@ impl SimCore for crate::rpc::Node {
     }
 }
 
+impl SimCore for crate::hyper::HyperDht {
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketKind,
+        from: SocketAddrV4,
+        bytes: &[u8],
+    ) {
+        crate::hyper::HyperDht::handle_datagram(self, now, socket, from, bytes)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        crate::hyper::HyperDht::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        crate::hyper::HyperDht::poll_transmit(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::hyper::HyperDht::poll_timeout(self)
+    }
+}
+
 /// Link model of the simulated network.
 #[derive(Debug, Clone)]
 pub struct LinkModel {

@@ -126,9 +126,9 @@ pub struct IncomingRequest {
     pub to: SocketAddrV4,
     /// The socket it arrived on.
     pub socket: SocketKind,
-    /// A token was present and is one we issued to this host (an invalid token never gets
-    /// here: it is answered with INVALID_TOKEN).
-    pub has_valid_token: bool,
+    /// The token the sender echoed, if any. It is always one we issued to this host: an
+    /// invalid token is answered with INVALID_TOKEN and never gets here.
+    pub token: Option<[u8; 32]>,
     /// The command.
     pub command: u64,
     /// The target.

@@ -773,7 +773,7 @@ impl Node {
             from_id,
             to: req.to,
             socket,
-            has_valid_token: req.token.is_some(),
+            token: req.token,
             command: req.command,
             target: req.target,
             value: req.value,
