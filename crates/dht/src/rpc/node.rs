@@ -373,7 +373,13 @@ impl Node {
         if self.suspended {
             return None;
         }
-        let mut t = self.next_tick.min(self.next_drain);
+        // Drains only need a timer while requests wait for the window; otherwise they are
+        // caught up lazily on the next input (see `catch_up`).
+        let mut t = if self.waiting.is_empty() {
+            self.next_tick
+        } else {
+            self.next_tick.min(self.next_drain)
+        };
         if let Some(Reverse((d, _, _))) = self.timers.peek() {
             t = t.min(*d);
         }
@@ -407,6 +413,7 @@ impl Node {
 
     /// Sends a request; its outcome arrives as [`Event::Response`].
     pub fn request(&mut self, now: Instant, to: SocketAddrV4, spec: RequestSpec) -> RequestId {
+        self.catch_up(now);
         let id = RequestId(self.next_id());
         self.send_request(now, to, None, spec, Owner::User(id), false);
         id
@@ -427,6 +434,7 @@ impl Node {
 
     /// Starts a query; replies arrive as [`Event::QueryReply`], then [`Event::QueryDone`].
     pub fn query(&mut self, now: Instant, spec: QuerySpec) -> QueryId {
+        self.catch_up(now);
         self.start_query(now, spec, false)
     }
 
@@ -712,6 +720,7 @@ impl Node {
         if self.suspended || bytes.len() < 2 || from.port() == 0 {
             return;
         }
+        self.catch_up(now);
         let msg = match Message::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -929,6 +938,26 @@ impl Node {
         self.pump_waiting(now);
     }
 
+    /// Applies the 750 ms drains (congestion window, token rotation) due by `now`. Idle
+    /// nodes do not wake up for them: they catch up here, on their next input.
+    fn catch_up(&mut self, now: Instant) {
+        if self.next_drain > now {
+            return;
+        }
+        let behind = now.saturating_duration_since(self.next_drain).as_millis()
+            / DRAIN_INTERVAL.as_millis()
+            + 1;
+        // Four drains clear the window; two rotations (20 drains) retire every token.
+        for i in 0..behind.min(20) {
+            if i < 4 {
+                self.congestion.drain();
+            }
+            self.tokens.on_drain();
+        }
+        self.next_drain += DRAIN_INTERVAL * u32::try_from(behind).unwrap_or(u32::MAX);
+        self.pump_waiting(now);
+    }
+
     /// Handles timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.suspended {
@@ -950,12 +979,7 @@ impl Node {
             self.timers.pop();
             self.on_request_timer(now, tid, gen);
         }
-        while self.next_drain <= now {
-            self.next_drain += DRAIN_INTERVAL;
-            self.congestion.drain();
-            self.tokens.on_drain();
-            self.pump_waiting(now);
-        }
+        self.catch_up(now);
         if self.next_tick <= now {
             self.on_tick(now);
         }
