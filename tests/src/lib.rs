@@ -56,6 +56,7 @@ impl JsPeer {
             .arg(script)
             .args(args)
             .current_dir(interop_dir())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -94,6 +95,32 @@ impl JsPeer {
                 "JS peer reported an error while waiting for {name}: {ev}"
             );
         }
+    }
+
+    /// Sends one line (a JSON command) to the peer's stdin.
+    pub async fn send_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("writing to the JS peer");
+        stdin
+            .write_all(b"\n")
+            .await
+            .expect("writing to the JS peer");
+        stdin.flush().await.expect("writing to the JS peer");
+    }
+
+    /// Sends a JSON command and waits for the event named `reply`.
+    pub async fn command(
+        &mut self,
+        cmd: serde_json::Value,
+        reply: &str,
+        wait: Duration,
+    ) -> serde_json::Value {
+        self.send_line(&cmd.to_string()).await;
+        self.expect(reply, wait).await
     }
 
     /// Waits for the process to exit (bounded) and returns its exit code.

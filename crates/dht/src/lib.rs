@@ -23,6 +23,11 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "actor")]
+pub mod actor;
 pub mod hyper;
 pub mod rpc;
 pub mod sim;
+
+#[cfg(feature = "actor")]
+pub use actor::{Dht, DhtActor, DhtConfig, DhtInfo, Error, LookupItem, Testnet};

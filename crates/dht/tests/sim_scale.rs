@@ -67,10 +67,11 @@ fn lookup_all(
                         peers,
                         hops: h,
                         ..
-                    } if o == *op => {
-                        if first.is_none() && peers.iter().any(|p| p.public_key == *pk) {
-                            *first = Some(h);
-                        }
+                    } if o == *op
+                        && first.is_none()
+                        && peers.iter().any(|p| p.public_key == *pk) =>
+                    {
+                        *first = Some(h);
                     }
                     HyperEvent::OpDone { op: o, result } if o == *op => {
                         if let Ok(r) = result {

@@ -361,7 +361,7 @@ enum SlotState {
         handshake: Box<Handshake>,
         id: HandshakeId,
         server: ServerId,
-        payload: NoisePayload,
+        payload: Box<NoisePayload>,
         client_address: SocketAddrV4,
         direct: bool,
         waiters: Vec<Waiter>,
@@ -746,22 +746,9 @@ impl HyperDht {
 
     // ----- client operations -----
 
-    fn start_op(
-        &mut self,
-        now: Instant,
-        kind: OpKind,
-        target: [u8; 32],
-        command: u64,
-        value: Option<Bytes>,
-        nodes: Vec<SocketAddrV4>,
-        silent: bool,
-    ) -> OpId {
+    fn start_op(&mut self, now: Instant, kind: OpKind, spec: QuerySpec, silent: bool) -> OpId {
         let id = OpId(self.next_id());
-        let spec = QuerySpec {
-            value,
-            nodes,
-            ..QuerySpec::new(target, command)
-        };
+        let target = spec.target;
         let q = self.node.query(now, spec);
         self.query_ops.insert(q, id);
         self.ops.insert(
@@ -786,10 +773,7 @@ impl HyperDht {
         self.start_op(
             now,
             OpKind::Lookup,
-            topic,
-            command::LOOKUP,
-            None,
-            Vec::new(),
+            QuerySpec::new(topic, command::LOOKUP),
             false,
         )
     }
@@ -800,10 +784,7 @@ impl HyperDht {
         self.start_op(
             now,
             OpKind::FindPeer { connect: None },
-            target,
-            command::FIND_PEER,
-            None,
-            Vec::new(),
+            QuerySpec::new(target, command::FIND_PEER),
             false,
         )
     }
@@ -832,10 +813,7 @@ impl HyperDht {
                 peer,
                 bump,
             },
-            topic,
-            command::LOOKUP,
-            None,
-            Vec::new(),
+            QuerySpec::new(topic, command::LOOKUP),
             false,
         )
     }
@@ -847,10 +825,7 @@ impl HyperDht {
             OpKind::Unannounce {
                 key_pair: key_pair.clone(),
             },
-            topic,
-            command::LOOKUP,
-            None,
-            Vec::new(),
+            QuerySpec::new(topic, command::LOOKUP),
             false,
         )
     }
@@ -877,10 +852,7 @@ impl HyperDht {
         self.start_op(
             now,
             OpKind::MutablePut { put },
-            target,
-            command::MUTABLE_GET,
-            Some(Bytes::from(v)),
-            Vec::new(),
+            QuerySpec::new(target, command::MUTABLE_GET).with_value(Bytes::from(v)),
             false,
         )
     }
@@ -898,10 +870,7 @@ impl HyperDht {
                 seq,
                 best: None,
             },
-            target,
-            command::MUTABLE_GET,
-            Some(Bytes::from(v)),
-            Vec::new(),
+            QuerySpec::new(target, command::MUTABLE_GET).with_value(Bytes::from(v)),
             false,
         )
     }
@@ -912,10 +881,7 @@ impl HyperDht {
         let op = self.start_op(
             now,
             OpKind::ImmutablePut { value },
-            target,
-            command::IMMUTABLE_GET,
-            None,
-            Vec::new(),
+            QuerySpec::new(target, command::IMMUTABLE_GET),
             false,
         );
         (target, op)
@@ -926,10 +892,7 @@ impl HyperDht {
         self.start_op(
             now,
             OpKind::ImmutableGet,
-            target,
-            command::IMMUTABLE_GET,
-            None,
-            Vec::new(),
+            QuerySpec::new(target, command::IMMUTABLE_GET),
             false,
         )
     }
@@ -1380,10 +1343,7 @@ impl HyperDht {
         self.start_op(
             now,
             OpKind::Announcer { server },
-            target,
-            command::FIND_PEER,
-            None,
-            nodes,
+            QuerySpec::new(target, command::FIND_PEER).with_nodes(nodes),
             true,
         );
     }
@@ -1778,7 +1738,7 @@ impl HyperDht {
                     handshake: Box::new(hs),
                     id,
                     server,
-                    payload: payload.clone(),
+                    payload: Box::new(payload.clone()),
                     client_address,
                     direct,
                     waiters: vec![Waiter { req, msg }],
@@ -2012,10 +1972,7 @@ impl HyperDht {
         let op = self.start_op(
             now,
             OpKind::FindPeer { connect: Some(id) },
-            target,
-            command::FIND_PEER,
-            None,
-            Vec::new(),
+            QuerySpec::new(target, command::FIND_PEER),
             true,
         );
         if let Some(c) = self.connects.get_mut(&id) {

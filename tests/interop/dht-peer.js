@@ -1,0 +1,80 @@
+// JS DHT peers for corenet's interop tests. One JSON object per line on stdout.
+//
+//   node dht-peer.js testnet <size>
+//       starts @hyperswarm/testnet on 127.0.0.1, prints {"event":"ready","bootstrap":["127.0.0.1:port"]}
+//   node dht-peer.js node <bootstrap host:port> [ephemeral|persistent]
+//       starts a hyperdht node that bootstraps from it, prints {"event":"ready","port":N}
+//
+// Both then read commands, one JSON object per line on stdin, and answer each with a line:
+//   {"cmd":"announce","topic":hex,"seed":hex}            -> {"event":"announced"}
+//   {"cmd":"lookup","topic":hex}                         -> {"event":"lookup","peers":[pkHex,...]}
+//   {"cmd":"mutablePut","seed":hex,"value":hex,"seq":n}  -> {"event":"mutablePut"}
+//   {"cmd":"mutableGet","publicKey":hex}                 -> {"event":"mutableGet","value":hex|null,"seq":n}
+//   {"cmd":"immutablePut","value":hex}                   -> {"event":"immutablePut","hash":hex}
+//   {"cmd":"immutableGet","hash":hex}                    -> {"event":"immutableGet","value":hex|null}
+// Errors print {"event":"error","message":...}. The process exits when stdin ends.
+'use strict'
+const DHT = require('hyperdht')
+const createTestnet = require('@hyperswarm/testnet')
+const b4a = require('b4a')
+const readline = require('readline')
+
+const hex = (b) => b4a.toString(b, 'hex')
+const buf = (h) => b4a.from(h, 'hex')
+function print (o) { process.stdout.write(JSON.stringify(o) + '\n') }
+
+async function main () {
+  const [mode, a, b] = process.argv.slice(2)
+  let node
+  let teardown
+  if (mode === 'testnet') {
+    const testnet = await createTestnet(Number(a || 3), { host: '127.0.0.1' })
+    node = testnet.nodes[testnet.nodes.length - 1]
+    teardown = () => testnet.destroy()
+    print({ event: 'ready', bootstrap: testnet.bootstrap.map((x) => x.host + ':' + x.port) })
+  } else {
+    const [host, port] = a.split(':')
+    const persistent = b === 'persistent'
+    node = new DHT({ bootstrap: [{ host, port: Number(port) }], host: '127.0.0.1', ephemeral: !persistent, firewalled: !persistent })
+    await node.fullyBootstrapped()
+    teardown = () => node.destroy()
+    print({ event: 'ready', port: node.address().port })
+  }
+
+  const rl = readline.createInterface({ input: process.stdin })
+  rl.on('line', async (line) => {
+    let c
+    try { c = JSON.parse(line) } catch { return }
+    try {
+      if (c.cmd === 'announce') {
+        const kp = DHT.keyPair(buf(c.seed))
+        await node.announce(buf(c.topic), kp, []).finished()
+        print({ event: 'announced' })
+      } else if (c.cmd === 'lookup') {
+        const peers = new Set()
+        for await (const data of node.lookup(buf(c.topic))) {
+          for (const p of data.peers) peers.add(hex(p.publicKey))
+        }
+        print({ event: 'lookup', peers: [...peers] })
+      } else if (c.cmd === 'mutablePut') {
+        const kp = DHT.keyPair(buf(c.seed))
+        await node.mutablePut(kp, buf(c.value), { seq: c.seq })
+        print({ event: 'mutablePut' })
+      } else if (c.cmd === 'mutableGet') {
+        const r = await node.mutableGet(buf(c.publicKey))
+        print({ event: 'mutableGet', value: r ? hex(r.value) : null, seq: r ? r.seq : -1 })
+      } else if (c.cmd === 'immutablePut') {
+        const r = await node.immutablePut(buf(c.value))
+        print({ event: 'immutablePut', hash: hex(r.hash) })
+      } else if (c.cmd === 'immutableGet') {
+        const r = await node.immutableGet(buf(c.hash))
+        print({ event: 'immutableGet', value: r ? hex(r.value) : null })
+      }
+    } catch (err) {
+      print({ event: 'error', message: err.message })
+    }
+  })
+  rl.on('close', async () => { await teardown(); process.exit(0) })
+}
+main().catch((err) => { print({ event: 'error', message: err.message }); process.exit(1) })
+setTimeout(() => process.exit(3), 120000).unref()
