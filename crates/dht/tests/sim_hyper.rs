@@ -168,10 +168,11 @@ fn announce_and_lookup(
             match e {
                 HyperEvent::LookupReply {
                     op: o, peers, hops, ..
-                } if *o == op => {
-                    if peers.iter().any(|p| p.public_key == *pk) && first_hops.is_none() {
-                        first_hops = Some(*hops);
-                    }
+                } if *o == op
+                    && first_hops.is_none()
+                    && peers.iter().any(|p| p.public_key == *pk) =>
+                {
+                    first_hops = Some(*hops);
                 }
                 HyperEvent::OpDone {
                     op: o,
