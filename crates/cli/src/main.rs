@@ -4,6 +4,7 @@
 //! first, keys in lower-case hex. Diagnostics go to stderr. Exit codes: 0 success, 1 runtime
 //! failure (with a one-line `error: ...` on stderr), 2 usage error.
 
+mod dht;
 mod identity;
 mod tcp;
 
@@ -61,6 +62,26 @@ enum Command {
         /// With --tcp: refuse the stream unless the server proves this key.
         #[arg(long, value_name = "HEX")]
         remote_key: Option<PublicKey>,
+    },
+    /// Run DHT nodes on this machine; prints `bootstrap <ip:port>` then `ready`.
+    Testnet {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Port of the first (bootstrap) node; 0 picks one.
+        #[arg(long, default_value_t = 49737)]
+        port: u16,
+    },
+    /// Announce this identity under a topic; prints `announced <topic> <public-key>`, keeps
+    /// the record fresh and unannounces on SIGINT/SIGTERM.
+    Announce {
+        /// 64 hex characters, or any text (hashed into a topic).
+        topic: String,
+    },
+    /// Print `peer <public-key>` for each record under a topic, then exit.
+    Lookup {
+        /// 64 hex characters, or any text (hashed into a topic).
+        topic: String,
     },
 }
 
@@ -128,8 +149,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             "connections over the DHT are not available in this build yet; use --tcp ADDR".into(),
         ));
     }
+    if let Command::Testnet { nodes, port } = cli.command {
+        return dht::testnet(nodes, port).await;
+    }
     let key_pair = identity::load(cli.seed.as_deref(), cli.storage.as_deref())?;
+    let bootstrap = dht::parse_bootstrap(&cli.bootstrap)?;
+    let host = match cli.host {
+        IpAddr::V4(h) => h,
+        IpAddr::V6(_) => return Err(CliError::Usage("--host must be an IPv4 address".into())),
+    };
     match cli.command {
+        Command::Announce { topic } => {
+            dht::announce(dht::topic(&topic), host, bootstrap, key_pair).await
+        }
+        Command::Lookup { topic } => dht::lookup(dht::topic(&topic), host, bootstrap).await,
+        Command::Testnet { .. } => unreachable!("handled above"),
         Command::Keygen => {
             println!("public-key {}", key_pair.public_key());
             Ok(())

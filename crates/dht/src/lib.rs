@@ -29,5 +29,12 @@ pub mod hyper;
 pub mod rpc;
 pub mod sim;
 
+/// The public bootstrap nodes of the hyperswarm network (hyperdht's defaults).
+pub const DEFAULT_BOOTSTRAP: [std::net::SocketAddrV4; 3] = [
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(88, 99, 3, 86), 49737),
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(142, 93, 90, 113), 49737),
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(138, 68, 147, 8), 49737),
+];
+
 #[cfg(feature = "actor")]
 pub use actor::{Dht, DhtActor, DhtConfig, DhtInfo, Error, LookupItem, Testnet};

@@ -1,0 +1,160 @@
+//! DHT commands: `testnet`, `announce`, `lookup`.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::time::Duration;
+
+use corenet_codec::Topic;
+use corenet_dht::{Dht, DhtConfig, Testnet};
+use corenet_noise::KeyPair;
+
+use crate::CliError;
+
+/// How often `announce` refreshes its record (records live 20 minutes on the nodes).
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// A topic from the command line: 64 hex characters as is, anything else hashed (and said).
+pub(crate) fn topic(arg: &str) -> Topic {
+    match Topic::from_hex(arg) {
+        Ok(t) => t,
+        Err(_) => {
+            let t = Topic::from_name(arg);
+            eprintln!("topic {arg:?} is not 64 hex characters: using BLAKE2b-256 of it, {t}");
+            t
+        }
+    }
+}
+
+/// `--bootstrap` values, resolved; the public bootstrap nodes when none are given.
+pub(crate) fn parse_bootstrap(args: &[String]) -> Result<Vec<SocketAddrV4>, CliError> {
+    if args.is_empty() {
+        return Ok(corenet_dht::DEFAULT_BOOTSTRAP.to_vec());
+    }
+    let mut out = Vec::new();
+    for a in args {
+        let addrs = a
+            .to_socket_addrs()
+            .map_err(|e| CliError::Usage(format!("bad --bootstrap {a}: {e}")))?;
+        let v4 = addrs.filter_map(|s| match s {
+            SocketAddr::V4(v) => Some(v),
+            SocketAddr::V6(_) => None,
+        });
+        let before = out.len();
+        out.extend(v4.take(1));
+        if out.len() == before {
+            return Err(CliError::Usage(format!(
+                "--bootstrap {a} has no IPv4 address"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result<Dht, CliError> {
+    let dht = Dht::spawn(
+        DhtConfig::default()
+            .with_host(host)
+            .with_bootstrap(bootstrap),
+    )
+    .await
+    .map_err(CliError::runtime)?;
+    tokio::time::timeout(Duration::from_secs(30), dht.bootstrapped())
+        .await
+        .map_err(|_| CliError::Runtime("DHT bootstrap timed out".into()))?
+        .map_err(CliError::runtime)?;
+    Ok(dht)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `corenet testnet`.
+pub(crate) async fn testnet(nodes: usize, port: u16) -> Result<(), CliError> {
+    if nodes == 0 {
+        return Err(CliError::Usage("--nodes must be at least 1".into()));
+    }
+    let t = Testnet::new(nodes, port).await.map_err(CliError::runtime)?;
+    for b in &t.bootstrap {
+        println!("bootstrap {b}");
+    }
+    println!("ready");
+    shutdown_signal().await;
+    t.destroy().await;
+    Ok(())
+}
+
+/// `corenet announce`.
+pub(crate) async fn announce(
+    topic: Topic,
+    host: Ipv4Addr,
+    bootstrap: Vec<SocketAddrV4>,
+    key_pair: KeyPair,
+) -> Result<(), CliError> {
+    let dht = node(host, bootstrap).await?;
+    dht.announce(topic.to_bytes(), &key_pair, Vec::new())
+        .await
+        .map_err(CliError::runtime)?;
+    println!("announced {topic} {}", key_pair.public_key());
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(REANNOUNCE_EVERY) => {
+                if let Err(e) = dht.announce(topic.to_bytes(), &key_pair, Vec::new()).await {
+                    eprintln!("re-announce failed (will retry): {e}");
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        dht.unannounce(topic.to_bytes(), &key_pair),
+    )
+    .await;
+    dht.destroy().await;
+    Ok(())
+}
+
+/// `corenet lookup`.
+pub(crate) async fn lookup(
+    topic: Topic,
+    host: Ipv4Addr,
+    bootstrap: Vec<SocketAddrV4>,
+) -> Result<(), CliError> {
+    let dht = node(host, bootstrap).await?;
+    let (mut rx, done) = dht
+        .lookup(topic.to_bytes())
+        .await
+        .map_err(CliError::runtime)?;
+    let mut seen = HashSet::new();
+    while let Some(item) = rx.recv().await {
+        for p in item.peers {
+            if seen.insert(p.public_key) {
+                println!("peer {}", p.public_key);
+            }
+        }
+    }
+    let _ = done.await;
+    dht.destroy().await;
+    Ok(())
+}
