@@ -5,6 +5,31 @@
 //! [`Mux::poll_transmit`] (each item is one secret-stream message to send, in order) and
 //! [`Mux::poll_event`] after every input.
 //!
+//! ```
+//! use bytes::Bytes;
+//! use corenet_mux::{ChannelOptions, Event, Mux};
+//!
+//! let (mut alice, mut bob) = (Mux::default(), Mux::default());
+//! bob.pair("chat", None); // bob answers remote opens of "chat"
+//! let a = alice.open_channel(&ChannelOptions::new("chat").with_handshake(&b"hi"[..]))?;
+//! alice.send(a, 0, b"early")?; // bob holds it until he answers
+//!
+//! // The transport: every poll_transmit is one secret-stream message.
+//! while let Some(frame) = alice.poll_transmit() {
+//!     bob.handle_frame(frame)?;
+//! }
+//! let Some(Event::PairRequest { pairing, .. }) = bob.poll_event() else { panic!() };
+//! let b = bob.accept_pairing(pairing, &ChannelOptions::new("chat"))?;
+//! assert_eq!(bob.poll_event(), Some(Event::Opened { channel: b, handshake: Bytes::from_static(b"hi") }));
+//! assert!(matches!(bob.poll_event(), Some(Event::Message { message_type: 0, .. })));
+//!
+//! while let Some(frame) = bob.poll_transmit() {
+//!     alice.handle_frame(frame)?;
+//! }
+//! assert!(matches!(alice.poll_event(), Some(Event::Opened { channel, .. }) if channel == a));
+//! # Ok::<(), corenet_mux::Error>(())
+//! ```
+//!
 //! # Pairing
 //! Both sides open channels independently; a channel is paired with the remote's channel of
 //! the same `(protocol, id)` in FIFO order:
@@ -69,9 +94,9 @@ pub const DEFAULT_MAX_CHANNELS: usize = 65_536;
 pub const DEFAULT_MAX_PENDING_OPENS: usize = 1024;
 /// Default hard limit on bytes queued for sending.
 pub const DEFAULT_MAX_SEND_QUEUE: usize = 64 * 1024 * 1024;
-/// Longest frame by default: the longest secret-stream message.
-pub const DEFAULT_MAX_FRAME_LEN: usize =
-    corenet_noise::MAX_FRAME_LEN - corenet_noise::secretstream::ABYTES;
+/// Longest frame by default: the longest secret-stream message (a `uint24` frame length
+/// less the 17 bytes of secretstream overhead).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 0xFF_FFFF - 17;
 /// How deep batches may nest (JS allows any depth; nobody sends nested batches).
 pub const MAX_BATCH_DEPTH: usize = 8;
 /// Initial capacity of the outgoing frame arena.
@@ -1520,7 +1545,7 @@ impl Mux {
         }
         let len = encode::uint_len(channel) + encode::uint_len(message_type) + body_len;
         if self.arena.capacity() - self.arena.len() < len {
-            self.arena.reserve(len.max(TX_CHUNK));
+            self.renew_arena(len);
         }
         let start = self.arena.len();
         encode::uint(&mut self.arena, channel);
@@ -1529,6 +1554,18 @@ impl Mux {
         debug_assert_eq!(self.arena.len() - start, len, "body length disagrees");
         self.tx.push_back(TxFrame::Arena(len));
         self.tx_bytes += len;
+    }
+
+    /// Starts a fresh arena with room for `len` bytes. Frames still waiting in the old one
+    /// become their own `Bytes` (no copy); growing the arena in place would copy them.
+    fn renew_arena(&mut self, len: usize) {
+        for frame in self.tx.iter_mut() {
+            if let TxFrame::Arena(n) = *frame {
+                *frame = TxFrame::Owned(self.arena.split_to(n).freeze());
+            }
+        }
+        debug_assert!(self.arena.is_empty());
+        self.arena = BytesMut::with_capacity(len.max(TX_CHUNK));
     }
 
     fn flush_batch(&mut self) {

@@ -57,6 +57,7 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
     /// The secret stream failed; the connection is closed.
+    #[cfg(feature = "driver")]
     #[error("stream error: {0}")]
     Stream(#[from] corenet_noise::Error),
     /// The mux is closed (locally, by the remote, or after an error).
@@ -87,7 +88,7 @@ pub enum Error {
         max: usize,
     },
     /// The outgoing queue is over its hard limit; wait for it to drain (the async
-    /// [`Channel::send`](crate::Channel::send) does).
+    /// `Channel::send` does).
     #[error("{queued} bytes are queued for sending, over the limit of {max}")]
     SendQueueFull {
         /// Bytes queued.
@@ -106,9 +107,11 @@ pub enum Error {
 impl Error {
     /// True when the error ended the whole connection (not just one call).
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Error::Protocol(_) | Error::Stream(_) | Error::MuxClosed
-        )
+        match self {
+            Error::Protocol(_) | Error::MuxClosed => true,
+            #[cfg(feature = "driver")]
+            Error::Stream(_) => true,
+            _ => false,
+        }
     }
 }

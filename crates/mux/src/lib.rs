@@ -25,18 +25,22 @@
 //! - [`wire`]: frame and control message encodings, batch reader and writer.
 //! - [`core`]: [`Mux`], the sans-IO state machine: pairing, ids, cork/uncork, held messages,
 //!   pairing hooks. No I/O, no clock.
-//! - [`driver`]: [`MuxHandle`] (cloneable, `Send + Sync`), [`Channel`], [`PairRequests`] and
-//!   the [`MuxDriver`] future that runs a [`Mux`] over a [`corenet_noise::SecretStream`].
+//! - [`driver`] (feature `driver`, on by default): [`MuxHandle`] (cloneable, `Send + Sync`),
+//!   [`Channel`], [`PairRequests`] and the [`MuxDriver`] future that runs a [`Mux`] over a
+//!   [`corenet_noise::SecretStream`] with tokio. Without the feature the crate is the pure
+//!   core (no tokio, no noise).
 //!
 //! # Example
 //! Two muxes over an in-memory pipe: a channel opened on one side, answered through a
 //! pairing hook on the other.
 //! ```
+//! # #[cfg(not(feature = "driver"))] fn main() {}
+//! # #[cfg(feature = "driver")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use corenet_mux::{ChannelOptions, DriverConfig, MuxHandle};
 //! use corenet_noise::{Config, KeyPair, SecretStream};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let (a, b) = tokio::io::duplex(64 * 1024);
 //! let client = tokio::spawn(async move {
 //!     SecretStream::new(a, true, &KeyPair::generate(), Config::default()).await
@@ -70,6 +74,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod core;
+#[cfg(feature = "driver")]
 pub mod driver;
 mod error;
 pub mod wire;
@@ -78,6 +83,7 @@ pub use crate::core::{
     ChannelId, ChannelKey, ChannelOptions, ChannelState, CloseReason, Config, Event, Mux, PairHook,
     PairingId,
 };
+#[cfg(feature = "driver")]
 pub use driver::{
     Channel, ChannelSender, CorkGuard, DriverConfig, Message, MuxDriver, MuxHandle, PairRequest,
     PairRequests, StreamInfo,

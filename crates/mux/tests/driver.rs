@@ -398,3 +398,11 @@ async fn large_messages_cross_in_both_directions() {
     );
     assert_eq!((x, y), (2, 2));
 }
+
+#[test]
+fn the_core_frame_limit_is_the_secret_stream_message_limit() {
+    assert_eq!(
+        corenet_mux::core::DEFAULT_MAX_FRAME_LEN,
+        corenet_noise::MAX_FRAME_LEN - corenet_noise::secretstream::ABYTES
+    );
+}
