@@ -306,6 +306,17 @@ async fn channels_messages_batches_and_closes_as(role: Role) {
     opened(&third).await;
     assert!(p.mux.is_opened("test/third", b""));
 
+    // Many small messages queued at once: the driver packs them into batch frames, which
+    // JS takes apart in order.
+    for i in 0..300u32 {
+        chat.send_now(u64::from(i % 4), &i.to_le_bytes()).unwrap();
+    }
+    let got = p.messages("chat", 300).await;
+    let want: Vec<(u64, Value)> = (0..300u32)
+        .map(|i| (u64::from(i % 4), json!(hex::encode(i.to_le_bytes()))))
+        .collect();
+    assert_eq!(got, want, "{role:?}: packed messages");
+
     // Closes from both sides.
     p.cmd(json!({"cmd": "close", "name": "chat"})).await;
     assert_eq!(closed(&chat).await, CloseReason::Remote);

@@ -6,8 +6,10 @@
 //!   (`64KiB`).
 //! - `mux-e2e/*`: two [`MuxHandle`]s over secret streams over a tokio in-memory duplex, on one
 //!   thread (both drivers, both users, the crypto): 10,000 messages of 32 bytes sent with
-//!   `send().await` (`32B`) or `send_now` in corked groups of 64 (`32B corked x64`), and 256
-//!   messages of 64 KiB (`64KiB`, 16 MiB per iteration).
+//!   `send().await` (`32B`: the driver packs what is queued together into batch frames;
+//!   `32B unpacked`: packing off, one secret-stream message per frame as JS writes them) or
+//!   `send_now` in corked groups of 64 (`32B corked x64`), and 256 messages of 64 KiB
+//!   (`64KiB`, 16 MiB per iteration).
 //!
 //! The JS counterpart is `tests/interop/bench/protomux.js`.
 
@@ -95,7 +97,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Two muxes over secret streams over a duplex, with one paired channel.
-async fn e2e_pair() -> (MuxHandle, MuxHandle, Channel, Channel) {
+async fn e2e_pair(config: DriverConfig) -> (MuxHandle, MuxHandle, Channel, Channel) {
     let (a, b) = tokio::io::duplex(256 * 1024);
     let (ka, kb) = (KeyPair::generate(), KeyPair::generate());
     let ta = tokio::spawn(async move {
@@ -107,8 +109,8 @@ async fn e2e_pair() -> (MuxHandle, MuxHandle, Channel, Channel) {
         .await
         .unwrap();
     let sa = ta.await.unwrap();
-    let ma = MuxHandle::spawn(sa, DriverConfig::default());
-    let mb = MuxHandle::spawn(sb, DriverConfig::default());
+    let ma = MuxHandle::spawn(sa, config.clone());
+    let mb = MuxHandle::spawn(sb, config);
     let o = ChannelOptions::new("bench");
     let ca = ma.open(&o).unwrap();
     let cb = mb.open(&o).unwrap();
@@ -119,7 +121,8 @@ async fn e2e_pair() -> (MuxHandle, MuxHandle, Channel, Channel) {
 
 fn e2e(c: &mut Criterion) {
     let rt = rt();
-    let (ma, _mb, ca, mut cb) = rt.block_on(e2e_pair());
+    let (ma, _mb, ca, mut cb) = rt.block_on(e2e_pair(DriverConfig::default()));
+    let (_ua, _ub, ua, mut ub) = rt.block_on(e2e_pair(DriverConfig::default().with_packing(false)));
     let mut g = c.benchmark_group("mux-e2e");
     g.sample_size(20);
     const N: usize = 10_000;
@@ -136,6 +139,23 @@ fn e2e(c: &mut Criterion) {
                 let recv = async {
                     for _ in 0..N {
                         black_box(cb.recv().await.unwrap());
+                    }
+                };
+                tokio::join!(send, recv);
+            })
+        })
+    });
+    g.bench_function("32B unpacked", |bench| {
+        bench.iter(|| {
+            rt.block_on(async {
+                let send = async {
+                    for _ in 0..N {
+                        ua.send(1, &small).await.unwrap();
+                    }
+                };
+                let recv = async {
+                    for _ in 0..N {
+                        black_box(ub.recv().await.unwrap());
                     }
                 };
                 tokio::join!(send, recv);

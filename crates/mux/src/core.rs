@@ -78,8 +78,8 @@ use tracing::{debug, trace};
 
 use crate::error::{Error, ProtocolError};
 use crate::wire::{
-    safe_uint, BatchItems, BatchWriter, Control, CONTROL_CHANNEL, MAX_BATCH, TYPE_CLOSE, TYPE_OPEN,
-    TYPE_REJECT,
+    safe_uint, BatchItems, BatchWriter, Control, CONTROL_CHANNEL, MAX_BATCH, TYPE_BATCH,
+    TYPE_CLOSE, TYPE_OPEN, TYPE_REJECT,
 };
 
 /// JS `MAX_BUFFERED`: held messages for pending channels above which reading pauses.
@@ -99,6 +99,11 @@ pub const DEFAULT_MAX_SEND_QUEUE: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_FRAME_LEN: usize = 0xFF_FFFF - 17;
 /// How deep batches may nest (JS allows any depth; nobody sends nested batches).
 pub const MAX_BATCH_DEPTH: usize = 8;
+/// Frames at most this long are packed together by [`Mux::poll_transmit_packed`]: below it
+/// the secret stream's per-message cost dominates.
+pub const PACK_ITEM_MAX: usize = 1024;
+/// Default size limit of a packed frame.
+pub const DEFAULT_PACK_LIMIT: usize = 64 * 1024;
 /// Initial capacity of the outgoing frame arena.
 const TX_CHUNK: usize = 64 * 1024;
 
@@ -686,6 +691,67 @@ impl Mux {
         };
         self.tx_bytes -= frame.len();
         Some(frame)
+    }
+
+    /// Like [`Mux::poll_transmit`], but packs consecutive small frames (up to
+    /// [`PACK_ITEM_MAX`] bytes each, batches excepted) into one batch frame of at most
+    /// `limit` bytes. Nothing waits for more frames: only what is queued now is packed. The
+    /// remote processes a batch exactly as the frames in it, in order (JS does so for any
+    /// batch), while the secret stream encrypts one message instead of many.
+    pub fn poll_transmit_packed(&mut self, limit: usize) -> Option<Bytes> {
+        if self.packable(0).is_none() || self.packable(1).is_none() {
+            return self.poll_transmit();
+        }
+        let mut batch = BatchWriter::new();
+        let mut packed = 0;
+        while let Some((channel, header)) = self.packable(0) {
+            let len = self.front_len().unwrap_or(0);
+            if packed > 0 && batch.len() + batch.item_cost(channel, len - header) > limit {
+                break;
+            }
+            let Some(frame) = self.poll_transmit() else {
+                break;
+            };
+            batch.push_raw(channel, &frame[header..]);
+            packed += 1;
+        }
+        trace!(frames = packed, "frames packed into a batch");
+        batch.take().map(BytesMut::freeze)
+    }
+
+    /// Length of the first queued frame.
+    fn front_len(&self) -> Option<usize> {
+        match self.tx.front()? {
+            TxFrame::Arena(n) => Some(*n),
+            TxFrame::Owned(b) => Some(b.len()),
+        }
+    }
+
+    /// The channel and header length of queued frame `i` (0 or 1) if it can join a packed
+    /// batch: short, and not a batch itself.
+    fn packable(&self, i: usize) -> Option<(u64, usize)> {
+        let bytes: &[u8] = match (self.tx.front()?, i) {
+            (TxFrame::Arena(n), 0) => &self.arena[..*n],
+            (TxFrame::Owned(b), 0) => b,
+            (first, 1) => {
+                let offset = match first {
+                    TxFrame::Arena(n) => *n,
+                    TxFrame::Owned(_) => 0,
+                };
+                match self.tx.get(1)? {
+                    TxFrame::Arena(n) => &self.arena[offset..offset + *n],
+                    TxFrame::Owned(b) => b,
+                }
+            }
+            _ => return None,
+        };
+        if bytes.len() > PACK_ITEM_MAX || bytes.starts_with(&[0, TYPE_BATCH as u8]) {
+            return None;
+        }
+        let mut dec = Decoder::new(bytes);
+        let channel = dec.uint().ok()?;
+        let header = dec.position();
+        (header < bytes.len()).then_some((channel, header))
     }
 
     /// The next event.

@@ -1,8 +1,9 @@
 //! The async shell: a [`Mux`] driven over a [`SecretStream`], with cloneable handles.
 //!
 //! - One [`MuxDriver`] future owns the secret stream and does all I/O: it moves frames from
-//!   the core to the stream (several per wake-up, flushed together) and feeds received frames
-//!   to the core. Run it with `tokio::spawn` (or use [`MuxHandle::spawn`]).
+//!   the core to the stream (several per wake-up, flushed together; small frames queued
+//!   together are packed into one batch frame, see [`DriverConfig::with_packing`]) and feeds
+//!   received frames to the core. Run it with `tokio::spawn` (or use [`MuxHandle::spawn`]).
 //! - The core and the per-channel inboxes sit behind one mutex shared with the handles.
 //!   A send locks it, encodes the frame straight into the core's outgoing queue and wakes the
 //!   driver; a receive pops from the channel's inbox. No message crosses a channel or a
@@ -34,6 +35,7 @@ use tracing::{debug, trace};
 
 use crate::core::{
     ChannelId, ChannelKey, ChannelOptions, CloseReason, Config, Event, Mux, PairHook, PairingId,
+    DEFAULT_PACK_LIMIT,
 };
 use crate::error::Error;
 
@@ -59,6 +61,8 @@ pub struct DriverConfig {
     channel_buffer: usize,
     /// Inbox limit in messages.
     channel_buffer_messages: usize,
+    /// Size limit of packed frames; 0 disables packing.
+    pack_limit: usize,
 }
 
 impl Default for DriverConfig {
@@ -68,6 +72,7 @@ impl Default for DriverConfig {
             send_buffer: DEFAULT_SEND_BUFFER,
             channel_buffer: DEFAULT_CHANNEL_BUFFER,
             channel_buffer_messages: DEFAULT_CHANNEL_BUFFER_MESSAGES,
+            pack_limit: DEFAULT_PACK_LIMIT,
         }
     }
 }
@@ -97,6 +102,15 @@ impl DriverConfig {
     /// Default: [`DEFAULT_CHANNEL_BUFFER_MESSAGES`] (4,096).
     pub fn with_channel_buffer_messages(mut self, messages: usize) -> Self {
         self.channel_buffer_messages = messages.max(1);
+        self
+    }
+
+    /// Whether the driver packs small frames that are queued together into one batch frame
+    /// ([`Mux::poll_transmit_packed`], up to 64 KiB): one secret-stream message (one
+    /// encryption) instead of many, with no waiting. Default: on. Off, every frame is its own
+    /// message, as JS protomux writes them.
+    pub fn with_packing(mut self, on: bool) -> Self {
+        self.pack_limit = if on { DEFAULT_PACK_LIMIT } else { 0 };
         self
     }
 }
@@ -361,6 +375,8 @@ struct Limits {
     channel_buffer: usize,
     /// See [`DriverConfig::with_channel_buffer_messages`].
     channel_buffer_messages: usize,
+    /// See [`DriverConfig::with_packing`].
+    pack_limit: usize,
 }
 
 /// State shared by the driver and every handle.
@@ -467,6 +483,7 @@ impl MuxHandle {
                 send_buffer: config.send_buffer,
                 channel_buffer: config.channel_buffer,
                 channel_buffer_messages: config.channel_buffer_messages,
+                pack_limit: config.pack_limit,
             },
             info,
             users: AtomicUsize::new(0),
@@ -1136,8 +1153,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxDriver<S> {
                 // Frames move to the stream only as fast as it takes them, so that the core's
                 // queue (which senders wait on) reflects what is really unsent.
                 if self.out.is_empty() {
+                    let pack = self.shared.limits.pack_limit;
                     for _ in 0..WRITE_BATCH {
-                        match st.mux.poll_transmit() {
+                        let frame = if pack > 0 {
+                            st.mux.poll_transmit_packed(pack)
+                        } else {
+                            st.mux.poll_transmit()
+                        };
+                        match frame {
                             Some(f) => self.out.push_back(f),
                             None => break,
                         }

@@ -415,6 +415,24 @@ impl BatchWriter {
     ) {
         let item_len = encode::uint_len(message_type) + body_len;
         self.buf.reserve(self.item_cost(channel, item_len));
+        self.switch_to(channel);
+        encode::uint(&mut self.buf, item_len as u64);
+        let start = self.buf.len();
+        encode::uint(&mut self.buf, message_type);
+        body(&mut self.buf);
+        debug_assert_eq!(self.buf.len() - start, item_len, "body_len disagrees");
+    }
+
+    /// Appends an item given whole (`uint type, payload`, not empty).
+    pub fn push_raw(&mut self, channel: u64, item: &[u8]) {
+        debug_assert!(!item.is_empty(), "a batch item cannot be empty");
+        self.buf.reserve(self.item_cost(channel, item.len()));
+        self.switch_to(channel);
+        encode::uint(&mut self.buf, item.len() as u64);
+        self.buf.put_slice(item);
+    }
+
+    fn switch_to(&mut self, channel: u64) {
         match self.last {
             None => {
                 self.buf.put_u8(0);
@@ -428,11 +446,6 @@ impl BatchWriter {
             }
         }
         self.last = Some(channel);
-        encode::uint(&mut self.buf, item_len as u64);
-        let start = self.buf.len();
-        encode::uint(&mut self.buf, message_type);
-        body(&mut self.buf);
-        debug_assert_eq!(self.buf.len() - start, item_len, "body_len disagrees");
     }
 
     /// Takes the finished frame, leaving the writer empty; `None` when there is no item.
@@ -552,7 +565,11 @@ mod tests {
             for (i, (c, d)) in items.iter().enumerate() {
                 let before = w.len();
                 let cost = w.item_cost(*c, d.len());
-                w.push(*c, u64::from(d[0]), d.len() - 1, |b| b.put_slice(&d[1..]));
+                if i % 2 == 0 {
+                    w.push(*c, u64::from(d[0]), d.len() - 1, |b| b.put_slice(&d[1..]));
+                } else {
+                    w.push_raw(*c, d);
+                }
                 prop_assert_eq!(w.len(), before + cost);
                 prop_assert_eq!(w.len(), 2 + Batch(batch.0[..=i].to_vec()).encoded_len());
             }

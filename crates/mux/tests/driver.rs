@@ -190,7 +190,13 @@ async fn rejected_opens_close_the_opener() {
 
 #[tokio::test]
 async fn a_corked_batch_arrives_in_order() {
-    let ((a, _da), (b, _db)) = pair().await;
+    for packing in [true, false] {
+        corked_batch(DriverConfig::default().with_packing(packing)).await;
+    }
+}
+
+async fn corked_batch(config: DriverConfig) {
+    let ((a, _da), (b, _db)) = pair_with(config).await;
     let c1 = a.open(&opts("one")).unwrap();
     let mut r1 = b.open(&opts("one")).unwrap();
     let mut reqs = b.pair("two", None);

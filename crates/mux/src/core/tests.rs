@@ -1081,3 +1081,89 @@ fn simulate(seed: u64) {
         b.live.values().map(|c| b.side.mux.channel_state(*c)).collect::<Vec<_>>(),
     );
 }
+
+#[test]
+fn packing_small_frames_keeps_every_message_in_order() {
+    // The same traffic delivered frame by frame and packed must produce the same events.
+    fn traffic(m: &mut Mux, chans: &[ChannelId]) {
+        for i in 0..300u32 {
+            let ch = chans[(i % 3) as usize];
+            let len = [0usize, 5, 40, 900, 3000][(i % 5) as usize];
+            m.send(ch, u64::from(i % 4), &vec![i as u8; len]).unwrap();
+            if i == 150 {
+                m.cork();
+                m.send(ch, 1, b"corked").unwrap();
+                m.send(chans[0], 2, b"corked too").unwrap();
+                m.uncork();
+            }
+        }
+        m.close(chans[2]);
+    }
+    let mut results = Vec::new();
+    for packed in [false, true] {
+        let mut p = Pair::new();
+        let names = ["x", "y", "z"];
+        let chans: Vec<_> = names
+            .iter()
+            .map(|n| p.a.mux.open_channel(&opts(n)).unwrap())
+            .collect();
+        for n in names {
+            p.b.mux.open_channel(&opts(n)).unwrap();
+        }
+        p.run();
+        p.b.take_events();
+        traffic(&mut p.a.mux, &chans);
+        let mut frames = Vec::new();
+        loop {
+            let f = if packed {
+                p.a.mux.poll_transmit_packed(8 * 1024)
+            } else {
+                p.a.mux.poll_transmit()
+            };
+            let Some(f) = f else { break };
+            assert!(f.len() <= 8 * 1024 || !packed || f.len() > PACK_ITEM_MAX);
+            frames.push(f);
+        }
+        assert_eq!(p.a.mux.queued_bytes(), 0);
+        let n = frames.len();
+        for f in frames {
+            p.b.mux.handle_frame(f).unwrap();
+        }
+        p.b.mux.check_invariants();
+        results.push((n, p.b.take_events()));
+    }
+    let (unpacked_frames, unpacked) = &results[0];
+    let (packed_frames, packed) = &results[1];
+    assert_eq!(packed, unpacked);
+    assert_eq!(messages(packed).len(), 302);
+    assert_eq!(closed(packed).len(), 1);
+    // Every fifth message is too large to pack: 60 of them split the rest into 61 runs.
+    assert!(
+        *packed_frames <= 130 && packed_frames * 2 < *unpacked_frames,
+        "{packed_frames} packed frames for {unpacked_frames}"
+    );
+}
+
+#[test]
+fn packing_leaves_lone_large_and_batch_frames_alone() {
+    let mut m = Mux::default();
+    let ch = m.open_channel(&opts("p")).unwrap();
+    let open = m.poll_transmit_packed(DEFAULT_PACK_LIMIT).unwrap();
+    assert_eq!(&open[..2], &[0, 1], "a lone frame is sent as it is");
+    m.send(ch, 0, b"a").unwrap();
+    m.send(ch, 0, &[1; PACK_ITEM_MAX]).unwrap();
+    m.send(ch, 0, b"b").unwrap();
+    m.cork();
+    m.send(ch, 0, b"c").unwrap();
+    m.uncork();
+    m.send(ch, 0, b"d").unwrap();
+    m.send(ch, 1, b"e").unwrap();
+    let frames: Vec<_> =
+        std::iter::from_fn(|| m.poll_transmit_packed(DEFAULT_PACK_LIMIT)).collect();
+    assert_eq!(frames.len(), 5);
+    assert_eq!(&frames[0][..], &[1, 0, b'a']);
+    assert_eq!(frames[1].len(), 2 + PACK_ITEM_MAX);
+    assert_eq!(&frames[2][..], &[1, 0, b'b']);
+    assert_eq!(&frames[3][..], &[0, 0, 1, 2, 0, b'c']); // the corked batch, not nested
+    assert_eq!(&frames[4][..], &[0, 0, 1, 2, 0, b'd', 2, 1, b'e']);
+}
