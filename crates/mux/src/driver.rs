@@ -49,6 +49,8 @@ pub const DEFAULT_CHANNEL_BUFFER_MESSAGES: usize = 4096;
 const READ_BUDGET: usize = 128;
 /// Frames the driver takes from the core per lock.
 const WRITE_BATCH: usize = 64;
+/// Rounds of [`WRITE_BATCH`] frames the driver writes before it gives reading a turn.
+const WRITE_ROUNDS: usize = 16;
 
 /// Settings of the async mux. Every setter states its default.
 #[derive(Debug, Clone)]
@@ -78,7 +80,9 @@ impl Default for DriverConfig {
 }
 
 impl DriverConfig {
-    /// The protocol core's settings. Default: [`Config::default`].
+    /// The protocol core's settings. Default: [`Config::default`]. Its frame limit must not
+    /// exceed the secret stream's (both default to the largest secret-stream message): a frame
+    /// the stream refuses fails the connection.
     pub fn with_core(mut self, core: Config) -> Self {
         self.core = core;
         self
@@ -525,6 +529,10 @@ impl MuxHandle {
 
     /// Opens a channel (see [`Mux::open_channel`]): it pairs with the remote's channel of the
     /// same protocol and id, claiming a pending remote open if there is one.
+    ///
+    /// As in JS, a remote open that arrives while we have no channel for its key and no
+    /// pairing hook matches it is rejected. When the remote may open first, register a hook
+    /// with [`MuxHandle::pair`] (and answer its requests), or open before the driver runs.
     pub fn open(&self, options: &ChannelOptions) -> Result<Channel, Error> {
         let mut st = self.shared.lock();
         if st.is_shut() {
@@ -1132,6 +1140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxDriver<S> {
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let mut reads = 0;
+        let mut write_rounds = 0;
         loop {
             // Take frames and the flags under the lock; register for wake-ups.
             let (closing, can_read) = {
@@ -1182,7 +1191,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxDriver<S> {
                 st.mux.has_transmit()
             };
             if drained && more_to_write {
-                continue;
+                write_rounds += 1;
+                if write_rounds < WRITE_ROUNDS {
+                    continue;
+                }
+                // Senders on other threads keep the queue full: let reading and other tasks
+                // have a turn.
+                write_rounds = 0;
+                cx.waker().wake_by_ref();
+                if reads >= READ_BUDGET {
+                    return Poll::Pending;
+                }
             }
 
             if closing == Closing::Graceful && drained && !self.wrote && !self.shutdown {

@@ -412,3 +412,49 @@ fn the_core_frame_limit_is_the_secret_stream_message_limit() {
         corenet_noise::MAX_FRAME_LEN - corenet_noise::secretstream::ABYTES
     );
 }
+
+/// Several tasks on several threads send and receive on their own channels at once; every
+/// message arrives, in order per channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_channels_on_threads_keep_per_channel_order() {
+    // Both sides open their channels before the drivers run, so that no open arrives before
+    // the other side's channel exists (it would be rejected, as in JS).
+    let (sa, sb) = streams().await;
+    let (a, da) = MuxHandle::new(sa, DriverConfig::default());
+    let (b, db) = MuxHandle::new(sb, DriverConfig::default());
+    const CHANNELS: u8 = 4;
+    const N: u32 = 1500;
+    let mut tasks = Vec::new();
+    for c in 0..CHANNELS {
+        let name = format!("ch{c}");
+        let ca = a.open(&opts(&name)).unwrap();
+        let mut cb = b.open(&opts(&name)).unwrap();
+        tasks.push(tokio::spawn(async move {
+            timeout(WAIT, ca.opened()).await.unwrap().unwrap();
+            for i in 0..N {
+                let mut msg = vec![c; 1 + (i % 200) as usize];
+                msg[..1].copy_from_slice(&[c]);
+                msg.extend_from_slice(&i.to_le_bytes());
+                if i % 7 == 0 {
+                    ca.send_now(u64::from(i % 3), &msg).unwrap();
+                } else {
+                    ca.send(u64::from(i % 3), &msg).await.unwrap();
+                }
+            }
+            ca
+        }));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..N {
+                let m = timeout(WAIT, cb.recv()).await.unwrap().unwrap();
+                assert_eq!(m.message_type, u64::from(i % 3));
+                assert_eq!(m.payload[0], c);
+                assert_eq!(m.payload[m.payload.len() - 4..], i.to_le_bytes());
+            }
+            cb
+        }));
+    }
+    let (_da, _db) = (spawn(da), spawn(db));
+    for t in tasks {
+        timeout(WAIT, t).await.unwrap().unwrap();
+    }
+}
