@@ -104,6 +104,12 @@ pub const MAX_BATCH_DEPTH: usize = 8;
 pub const PACK_ITEM_MAX: usize = 1024;
 /// Default size limit of a packed frame.
 pub const DEFAULT_PACK_LIMIT: usize = 64 * 1024;
+/// Frames at least this long get a buffer of their own instead of a place in the arena.
+pub const LARGE_FRAME: usize = 16 * 1024;
+/// Buffers of sent large frames kept for reuse.
+pub const SPARE_BUFFERS: usize = 16;
+/// Largest buffer kept for reuse.
+pub const MAX_SPARE_CAPACITY: usize = 256 * 1024;
 /// Initial capacity of the outgoing frame arena.
 const TX_CHUNK: usize = 64 * 1024;
 
@@ -526,6 +532,8 @@ pub struct Mux {
     held_bytes: usize,
     /// Outgoing frames, contiguous.
     arena: BytesMut,
+    /// Buffers of sent large frames handed back with [`Mux::recycle`], for the next ones.
+    spare: Vec<BytesMut>,
     /// Outgoing frames in order.
     tx: VecDeque<TxFrame>,
     /// Bytes in `tx`.
@@ -562,6 +570,7 @@ impl Mux {
             pending_opens: 0,
             held_bytes: 0,
             arena: BytesMut::new(),
+            spare: Vec::new(),
             tx: VecDeque::new(),
             tx_bytes: 0,
             corked: 0,
@@ -1079,6 +1088,7 @@ impl Mux {
         self.tx.clear();
         self.tx_bytes = 0;
         self.arena = BytesMut::new();
+        self.spare = Vec::new();
         self.batch = BatchWriter::new();
         debug!("mux closed");
     }
@@ -1610,6 +1620,20 @@ impl Mux {
             // Too large for any batch: it goes alone, after what was batched before it.
         }
         let len = encode::uint_len(channel) + encode::uint_len(message_type) + body_len;
+        if len >= LARGE_FRAME {
+            // Its own buffer, recycled once sent (see `recycle`).
+            let mut buf = match self.spare.iter().position(|b| b.capacity() >= len) {
+                Some(i) => self.spare.swap_remove(i),
+                None => BytesMut::with_capacity(len),
+            };
+            encode::uint(&mut buf, channel);
+            encode::uint(&mut buf, message_type);
+            body(&mut buf);
+            debug_assert_eq!(buf.len(), len, "body length disagrees");
+            self.tx.push_back(TxFrame::Owned(buf.freeze()));
+            self.tx_bytes += len;
+            return;
+        }
         if self.arena.capacity() - self.arena.len() < len {
             self.renew_arena(len);
         }
@@ -1631,7 +1655,21 @@ impl Mux {
             }
         }
         debug_assert!(self.arena.is_empty());
-        self.arena = BytesMut::with_capacity(len.max(TX_CHUNK));
+        // Reuses the allocation in place when every frame cut from it is gone, else
+        // allocates (with nothing to copy).
+        self.arena.reserve(len.max(TX_CHUNK));
+    }
+
+    /// Hands back the buffer of a large frame from [`Mux::poll_transmit`] once it is sent
+    /// (`Bytes::try_into_mut` gives it back when nothing else holds it), so that the next
+    /// large frames reuse its memory instead of fresh pages. At most [`SPARE_BUFFERS`] of
+    /// [`LARGE_FRAME`] to [`MAX_SPARE_CAPACITY`] bytes are kept; others are dropped.
+    pub fn recycle(&mut self, mut buf: BytesMut) {
+        let cap = buf.capacity();
+        if (LARGE_FRAME..=MAX_SPARE_CAPACITY).contains(&cap) && self.spare.len() < SPARE_BUFFERS {
+            buf.clear();
+            self.spare.push(buf);
+        }
     }
 
     fn flush_batch(&mut self) {

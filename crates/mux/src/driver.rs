@@ -499,6 +499,7 @@ impl MuxHandle {
             shared,
             stream,
             out: VecDeque::new(),
+            sent: Vec::new(),
             wrote: false,
             shutdown: false,
             ending: false,
@@ -1068,6 +1069,8 @@ pub struct MuxDriver<S> {
     stream: SecretStream<S>,
     /// Frames taken from the core, not yet accepted by the stream.
     out: VecDeque<Bytes>,
+    /// Buffers of sent frames, to hand back to the core (see [`Mux::recycle`]).
+    sent: Vec<bytes::BytesMut>,
     /// Something was written since the last flush.
     wrote: bool,
     /// Our side of the stream is shut down.
@@ -1116,7 +1119,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxDriver<S> {
             match self.stream.poll_send(cx, frame) {
                 Poll::Ready(Ok(())) => {
                     trace!(len = frame.len(), "frame sent");
-                    self.out.pop_front();
+                    if let Some(frame) = self.out.pop_front() {
+                        // Large frames own their buffer: hand it back for the next ones.
+                        if frame.len() >= crate::core::LARGE_FRAME
+                            && self.sent.len() < crate::core::SPARE_BUFFERS
+                        {
+                            if let Ok(buf) = frame.try_into_mut() {
+                                self.sent.push(buf);
+                            }
+                        }
+                    }
                     self.wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
@@ -1146,6 +1158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxDriver<S> {
             let (closing, can_read) = {
                 let mut st = self.shared.lock();
                 st.driver_waker = Some(cx.waker().clone());
+                for buf in self.sent.drain(..) {
+                    st.mux.recycle(buf);
+                }
                 if st.closing == Closing::Destroy {
                     drop(st);
                     return self.finish(Ok(()));

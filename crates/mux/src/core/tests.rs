@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use corenet_codec::to_vec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -1166,4 +1166,31 @@ fn packing_leaves_lone_large_and_batch_frames_alone() {
     assert_eq!(&frames[2][..], &[1, 0, b'b']);
     assert_eq!(&frames[3][..], &[0, 0, 1, 2, 0, b'c']); // the corked batch, not nested
     assert_eq!(&frames[4][..], &[0, 0, 1, 2, 0, b'd', 2, 1, b'e']);
+}
+
+#[test]
+fn large_frames_reuse_recycled_buffers() {
+    let mut m = Mux::default();
+    let ch = m.open_channel(&opts("big")).unwrap();
+    m.poll_transmit();
+    let payload = vec![3u8; 64 * 1024];
+    m.send(ch, 0, &payload).unwrap();
+    let first = m.poll_transmit().unwrap();
+    assert_eq!(first.len(), 2 + payload.len());
+    let ptr = first.as_ptr();
+    // Sent: its buffer comes back and the next large frame is written into it.
+    m.recycle(first.try_into_mut().expect("a large frame owns its buffer"));
+    m.send(ch, 1, &payload).unwrap();
+    let second = m.poll_transmit().unwrap();
+    assert_eq!(second.as_ptr(), ptr);
+    assert_eq!(&second[..2], &[1, 1]);
+    assert_eq!(&second[2..], &payload[..]);
+    // Small and huge buffers are not kept.
+    m.recycle(BytesMut::with_capacity(100));
+    m.recycle(BytesMut::with_capacity(MAX_SPARE_CAPACITY + 1));
+    assert!(m.spare.is_empty());
+    for _ in 0..SPARE_BUFFERS + 4 {
+        m.recycle(BytesMut::with_capacity(LARGE_FRAME));
+    }
+    assert_eq!(m.spare.len(), SPARE_BUFFERS);
 }
