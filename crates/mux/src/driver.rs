@@ -335,9 +335,6 @@ impl State {
                         hs.queue.retain(|(p, _)| *p != pairing);
                     }
                 }
-                // Future event kinds: nothing to route.
-                #[allow(unreachable_patterns)]
-                _ => {}
             }
         }
     }
@@ -367,6 +364,14 @@ impl State {
 
     fn is_shut(&self) -> bool {
         self.closing != Closing::No || self.mux.is_closed()
+    }
+}
+
+/// Adds a waker to a wait list unless it is there already (a future polled again must not
+/// grow the list).
+fn register(list: &mut Vec<Waker>, waker: &Waker) {
+    if !list.iter().any(|w| w.will_wake(waker)) {
+        list.push(waker.clone());
     }
 }
 
@@ -611,7 +616,7 @@ impl MuxHandle {
             match &st.finished {
                 Some(r) => Poll::Ready(r.clone()),
                 None => {
-                    st.finish_waiters.push(cx.waker().clone());
+                    register(&mut st.finish_waiters, cx.waker());
                     Poll::Pending
                 }
             }
@@ -701,7 +706,7 @@ impl ChannelSender {
                 return Poll::Ready(Err(st.closed_error()));
             }
             if st.mux.queued_bytes() >= self.shared.limits.send_buffer {
-                st.send_waiters.push(cx.waker().clone());
+                register(&mut st.send_waiters, cx.waker());
                 st.wake_driver();
                 return Poll::Pending;
             }
@@ -797,7 +802,7 @@ impl Channel {
             if c.closed.is_some() {
                 return Poll::Ready(Err(Error::ChannelClosed));
             }
-            c.state_waiters.push(cx.waker().clone());
+            register(&mut c.state_waiters, cx.waker());
             Poll::Pending
         })
         .await
@@ -832,7 +837,7 @@ impl Channel {
             if let Some(r) = c.closed {
                 return Poll::Ready(r);
             }
-            c.state_waiters.push(cx.waker().clone());
+            register(&mut c.state_waiters, cx.waker());
             Poll::Pending
         })
         .await

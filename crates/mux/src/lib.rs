@@ -17,6 +17,9 @@
 //!   as that PR proposes, is not enough);
 //! - every queue is bounded: channel ids, remote opens waiting for an answer, messages held
 //!   for them, outgoing bytes, per-channel inboxes ([`Config`], [`DriverConfig`]);
+//! - the async driver packs small frames that are queued at the same moment into one batch
+//!   frame (one secret-stream message, one encryption; [`DriverConfig::with_packing`]), which
+//!   any protomux peer unpacks in order; JS writes one message per frame;
 //! - JS callbacks (`onopen`, `onmessage`, `onclose`) become [`Event`]s in the sans-IO core and
 //!   futures/streams in the async layer; `destroyed` (all handler promises settled) has no
 //!   counterpart, since handlers are not awaited by the mux.
