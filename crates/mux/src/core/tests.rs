@@ -157,8 +157,9 @@ fn assert_paired(p: &Pair, a: ChannelId, b: ChannelId) {
     assert_eq!(p.b.mux.remote_id(b), Some(a.local_id()));
 }
 
+/// Both sides open before either open arrives (each is local-first for its own channel).
 #[test]
-fn local_first_pairing_on_both_sides() {
+fn simultaneous_opens_pair() {
     let mut p = Pair::new();
     let a =
         p.a.mux
@@ -191,6 +192,8 @@ fn local_first_pairing_on_both_sides() {
     assert_paired(&p, a, b);
 }
 
+/// Remote-first on b (a hook answers a's open), local-first on a (its channel waits for b's
+/// open).
 #[test]
 fn remote_first_pairing_through_a_hook_keeps_early_messages() {
     let mut p = Pair::new();
