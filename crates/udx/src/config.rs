@@ -147,3 +147,67 @@ impl StreamConfig {
         self
     }
 }
+
+/// Default bound of the queue of non-UDX datagrams waiting for the socket's owner.
+pub const DEFAULT_DATAGRAM_QUEUE: usize = 1024;
+/// Default kernel socket buffer sizes requested (the kernel may cap them).
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Settings of a [`UdxSocket`](crate::UdxSocket). Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    pub(crate) datagram_queue: usize,
+    pub(crate) recv_buffer: usize,
+    pub(crate) send_buffer: usize,
+    pub(crate) offload: bool,
+    pub(crate) recv_batch: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            datagram_queue: DEFAULT_DATAGRAM_QUEUE,
+            recv_buffer: DEFAULT_SOCKET_BUFFER,
+            send_buffer: DEFAULT_SOCKET_BUFFER,
+            offload: true,
+            recv_batch: 16,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// Capacity of the queue of datagrams handed to the socket's owner (everything that is
+    /// not a packet for a live stream). When full, further datagrams are dropped and counted
+    /// (UDP semantics: the DHT retries). Default 1024.
+    pub fn with_datagram_queue(mut self, datagrams: usize) -> Self {
+        self.datagram_queue = datagrams.max(1);
+        self
+    }
+
+    /// `SO_RCVBUF` to request. Default 4 MiB (the kernel caps it at `net.core.rmem_max`).
+    pub fn with_recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = bytes;
+        self
+    }
+
+    /// `SO_SNDBUF` to request. Default 4 MiB (capped at `net.core.wmem_max`).
+    pub fn with_send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = bytes;
+        self
+    }
+
+    /// Send batches of equal-size packets with UDP segmentation offload (GSO) where the
+    /// platform has it. Default on; off sends one datagram per system call. (Receive-side
+    /// coalescing, GRO, is enabled whenever the platform has it: it only merges what a GSO
+    /// sender batched, and is split again here.)
+    pub fn with_offload(mut self, on: bool) -> Self {
+        self.offload = on;
+        self
+    }
+
+    /// Receive buffers per `recvmmsg` batch (each 64 KiB with GRO, else 2 KiB). Default 16.
+    pub fn with_recv_batch(mut self, buffers: usize) -> Self {
+        self.recv_batch = buffers.clamp(1, 64);
+        self
+    }
+}

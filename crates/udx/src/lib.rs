@@ -6,7 +6,11 @@
 pub mod config;
 pub mod core;
 mod error;
+mod socket;
+mod stream;
 pub mod wire;
 
-pub use config::StreamConfig;
+pub use config::{SocketConfig, StreamConfig};
 pub use error::{Error, IoError, ProtocolError};
+pub use socket::{Firewall, FirewallDecision, SocketStats, UdxSocket};
+pub use stream::UdxStream;

@@ -68,6 +68,8 @@ pub enum Event {
     Message,
     /// Everything sent to the previous remote was acknowledged after `change_remote`.
     RemoteChanged,
+    /// Everything written (and the END, if requested) was acknowledged.
+    Flushed,
     /// The stream closed; [`Stream::close_result`] says how.
     Closed,
 }
@@ -79,14 +81,16 @@ impl Event {
             Event::Writable => 2,
             Event::Message => 4,
             Event::RemoteChanged => 8,
-            Event::Closed => 16,
+            Event::Flushed => 16,
+            Event::Closed => 32,
         }
     }
-    const ALL: [Event; 5] = [
+    const ALL: [Event; 6] = [
         Event::Readable,
         Event::Writable,
         Event::Message,
         Event::RemoteChanged,
+        Event::Flushed,
         Event::Closed,
     ];
 }
@@ -1088,6 +1092,9 @@ impl Stream {
             self.schedule_tlp(now);
         }
         self.arm_zwp(now);
+        if ack_advanced && self.is_flushed() {
+            self.event(Event::Flushed);
+        }
         // Local END acknowledged?
         if self.end_seq.is_some() && !self.local_ended && self.snd_una == self.snd_nxt {
             self.local_ended = true;
