@@ -529,6 +529,17 @@ impl Driver {
 
     fn handle_timers(&mut self) {
         let now = Instant::now();
+        if std::env::var("UDX_TRACE_TMP").is_ok() {
+            static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+            let mut l = LAST.lock().unwrap();
+            if l.is_none_or(|t| now - t > Duration::from_millis(100)) {
+                *l = Some(now);
+                for s in self.inner.lock().streams.values() {
+                    let i = s.stream.info();
+                    eprintln!("TMP rtt {:?} min {:?} cwnd {} infl {} pace {:.0}MB/s bw {:.0}MB/s snd_wnd {} rcv_wnd {} tx {} rx {}", i.rtt, i.min_rtt, i.cwnd, i.inflight, i.pacing_rate/1e6, i.bandwidth/1e6, i.send_window, i.recv_window, s.stream.stats().packets_tx, s.stream.stats().packets_rx);
+                }
+            }
+        }
         let mut st = self.inner.lock();
         let st = &mut *st;
         while let Some(Reverse((at, id))) = st.timers.peek().copied() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::core::StreamStats;
+use crate::core::{StreamInfo, StreamStats};
 use crate::error::Error;
 use crate::socket::{Firewall, FirewallDecision, Inner, Slot, State};
 
@@ -204,6 +204,11 @@ impl UdxStream {
     /// Counters of the stream.
     pub fn stats(&self) -> Option<StreamStats> {
         self.with(false, |s| s.stream.stats().clone()).ok()
+    }
+
+    /// A snapshot of the transport state (RTT, window, pacing rate, MTU).
+    pub fn info(&self) -> Option<StreamInfo> {
+        self.with(false, |s| s.stream.info()).ok()
     }
 
     /// Smoothed round-trip time.

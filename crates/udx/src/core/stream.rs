@@ -133,6 +133,33 @@ pub struct StreamStats {
     pub mtu_probes_lost: u64,
 }
 
+/// A snapshot of a stream's transport state (udx-native's `rtt`, `cwnd`, `inflight`, `mtu`
+/// getters and a bit more).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct StreamInfo {
+    /// Smoothed RTT.
+    pub rtt: Option<Duration>,
+    /// Minimum RTT seen.
+    pub min_rtt: Option<Duration>,
+    /// Retransmission timeout.
+    pub rto: Duration,
+    /// Congestion window in packets.
+    pub cwnd: u32,
+    /// Packets in flight.
+    pub inflight: u32,
+    /// Pacing rate in bytes per second.
+    pub pacing_rate: f64,
+    /// Estimated bottleneck bandwidth in bytes per second.
+    pub bandwidth: f64,
+    /// Confirmed IP-level MTU.
+    pub mtu: u16,
+    /// The peer's advertised receive window in bytes.
+    pub send_window: u32,
+    /// Our advertised receive window in bytes.
+    pub recv_window: u32,
+}
+
 /// State of a sent DATA/END packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PktState {
@@ -482,6 +509,22 @@ impl Stream {
     /// Current pacing rate in bytes per second.
     pub fn pacing_rate(&self) -> f64 {
         self.bbr.pacing_rate()
+    }
+
+    /// A snapshot of the transport state.
+    pub fn info(&self) -> StreamInfo {
+        StreamInfo {
+            rtt: self.rtt.srtt(),
+            min_rtt: self.rtt.min_rtt(),
+            rto: self.rtt.rto(),
+            cwnd: self.bbr.cwnd(),
+            inflight: self.inflight,
+            pacing_rate: self.bbr.pacing_rate(),
+            bandwidth: self.bbr.max_bw() * self.max_payload() as f64,
+            mtu: self.mtu.current,
+            send_window: self.send_rwnd,
+            recv_window: self.rwnd(),
+        }
     }
 
     /// Counters.
