@@ -115,7 +115,11 @@ async fn rust_sends_64mib_to_js_then_both_end() {
     let (n, _) = timeout(WAIT, recv_pattern(&mut s)).await.unwrap();
     assert_eq!(n, 0);
     let close = js.expect("close", WAIT).await;
-    eprintln!("JS receiver: {close}; Rust sender: {:?} {:?}", s.info(), s.stats());
+    eprintln!(
+        "JS receiver: {close}; Rust sender: {:?} {:?}",
+        s.info(),
+        s.stats()
+    );
     assert_eq!(timeout(WAIT, s.closed()).await.unwrap(), Ok(()));
     // Our padded MTU probes were acknowledged by libudx: full-size packets from then on.
     assert_eq!(s.mtu(), 1500);

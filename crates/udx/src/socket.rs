@@ -40,7 +40,7 @@ const MAX_GSO_BYTES: usize = 65_000;
 /// Bytes staged per driver pass before sending.
 const STAGE_BYTES: usize = 4 * MAX_GSO_BYTES;
 /// Receive batches per driver pass before yielding to other tasks.
-const RECV_BATCHES_PER_PASS: usize = 16;
+const RECV_BATCHES_PER_PASS: usize = 4;
 /// Receive buffer per datagram without GRO (JS truncates beyond 2048 too).
 const PLAIN_SLOT: usize = MAX_DATAGRAM;
 /// Receive buffer per slot with GRO: the largest coalesced UDP payload.
@@ -529,17 +529,6 @@ impl Driver {
 
     fn handle_timers(&mut self) {
         let now = Instant::now();
-        if std::env::var("UDX_TRACE_TMP").is_ok() {
-            static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-            let mut l = LAST.lock().unwrap();
-            if l.is_none_or(|t| now - t > Duration::from_millis(100)) {
-                *l = Some(now);
-                for s in self.inner.lock().streams.values() {
-                    let i = s.stream.info();
-                    eprintln!("TMP rtt {:?} min {:?} cwnd {} infl {} pace {:.0}MB/s bw {:.0}MB/s snd_wnd {} rcv_wnd {} tx {} rx {}", i.rtt, i.min_rtt, i.cwnd, i.inflight, i.pacing_rate/1e6, i.bandwidth/1e6, i.send_window, i.recv_window, s.stream.stats().packets_tx, s.stream.stats().packets_rx);
-                }
-            }
-        }
         let mut st = self.inner.lock();
         let st = &mut *st;
         while let Some(Reverse((at, id))) = st.timers.peek().copied() {

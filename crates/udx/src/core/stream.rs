@@ -32,6 +32,10 @@ const TLP_MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 const MTU_MAX_PROBES: u8 = 3;
 /// Stop the MTU search when the next step would gain less than this.
 const MTU_MIN_STEP: u16 = 16;
+/// Writes wait while this many bytes are queued but not yet sent, so that the application
+/// yields to the driver instead of filling the whole send buffer in one go (udx-native:
+/// `UDX_HIGH_WATERMARK`); they resume below half of it.
+const UNSENT_HIGH_WATER: u64 = 256 * 1024;
 /// Pacing bursts hold at least this much time at the pacing rate (timers tick in ms).
 const PACING_BURST_TIME: Duration = Duration::from_millis(2);
 /// ... and at least this many bytes.
@@ -556,7 +560,8 @@ impl Stream {
 
     /// Bytes that can be written now.
     pub fn send_capacity(&self) -> usize {
-        self.send_buf.free()
+        let room = UNSENT_HIGH_WATER.saturating_sub(self.unsent()) as usize;
+        self.send_buf.free().min(room)
     }
 
     /// Bytes ready to read.
@@ -655,7 +660,8 @@ impl Stream {
         if self.end_requested {
             return Err(Error::WriteAfterEnd);
         }
-        let n = self.send_buf.push(data);
+        let room = UNSENT_HIGH_WATER.saturating_sub(self.unsent()) as usize;
+        let n = self.send_buf.push(&data[..data.len().min(room)]);
         if n < data.len() {
             self.write_blocked = true;
         }
@@ -1891,6 +1897,10 @@ impl Stream {
         }
         if count == 0 {
             return None;
+        }
+        if self.write_blocked && self.unsent() < UNSENT_HIGH_WATER / 2 && self.send_buf.free() > 0 {
+            self.write_blocked = false;
+            self.event(Event::Writable);
         }
         self.count_tx(now, count as u64);
         if self.rto_at.is_none() {
