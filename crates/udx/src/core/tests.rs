@@ -222,7 +222,7 @@ fn zero_window_timeout_when_configured() {
     let data = vec![1u8; 512 * 1024];
     let mut off = 0;
     let ok = p.run_until(Duration::from_secs(60), |p| {
-        if off < data.len() {
+        if off < data.len() && !p.a.is_closed() {
             off += p.a.write(p.now, &data[off..]).unwrap();
         }
         p.a.is_closed()
