@@ -13,7 +13,7 @@
 //! `/proc/self/stat`, the same figure `getrusage(RUSAGE_SELF)` gives).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corenet_noise::{Config, KeyPair, SecretStream};
 use corenet_udx::{StreamConfig, UdxSocket};
@@ -65,7 +65,8 @@ fn report(role: &str, bytes: u64, seconds: f64, cpu: f64, secret: bool, info: St
     );
 }
 
-async fn receive(mut s: impl AsyncRead + Unpin) -> (u64, f64) {
+/// Reads to EOF, then ends our side too (the JS sender waits for it).
+async fn receive(mut s: impl AsyncRead + AsyncWrite + Unpin) -> (u64, f64) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;
     let mut start = None;
@@ -77,7 +78,9 @@ async fn receive(mut s: impl AsyncRead + Unpin) -> (u64, f64) {
         start.get_or_insert_with(Instant::now);
         got += n as u64;
     }
-    (got, start.map_or(0.0, |s| s.elapsed().as_secs_f64()))
+    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let _ = s.shutdown().await;
+    (got, secs)
 }
 
 async fn transmit(mut s: impl AsyncWrite + Unpin, total: u64) -> f64 {
@@ -115,13 +118,19 @@ fn main() {
                 );
                 let cpu0 = cpu_seconds();
                 let (bytes, secs) = if secret {
-                    let s =
+                    let mut s =
                         SecretStream::new(stream, false, &KeyPair::generate(), Config::default())
                             .await
                             .expect("handshake");
-                    receive(s).await
+                    let r = receive(&mut s).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), s.get_ref().closed()).await;
+                    r
                 } else {
-                    receive(stream).await
+                    let mut stream = stream;
+                    let r = receive(&mut stream).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), stream.closed()).await;
+                    r
                 };
                 report(
                     "recv",
