@@ -1005,10 +1005,9 @@ impl Stream {
         );
         if graceful {
             self.close(now, Ok(()), false);
-        } else if self.read_eof {
-            // Reads end cleanly; our unacknowledged writes are lost.
-            self.close(now, Err(Error::ConnectionReset), false);
         } else {
+            // If the peer's END arrived, reads still end cleanly (read_eof is kept); our
+            // unacknowledged writes are lost either way.
             self.close(now, Err(Error::ConnectionReset), false);
         }
     }
@@ -1043,7 +1042,6 @@ impl Stream {
             self.ca = CaState::Open;
             self.bbr.on_exit_recovery();
         }
-        let prior_inflight = self.inflight + self.lost_queue.len() as u32;
         let had_data_inflight = self.snd_una != self.snd_nxt;
         let mut rs = RateSample::default();
         let mut rate = RateTrack::default();
@@ -1114,8 +1112,7 @@ impl Stream {
         if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
             self.app_limited_until = 0;
         }
-        if let Some(prior_time) = rate.prior_time {
-            let _ = prior_time;
+        if rate.prior_time.is_some() {
             rs.delivered = self.delivered - rate.prior_delivered;
             rs.prior_delivered = rate.prior_delivered;
             rs.interval = rate.send_elapsed.max(rate.ack_elapsed);
@@ -1127,7 +1124,6 @@ impl Stream {
         }
         if had_data_inflight {
             let mss = self.max_payload();
-            let _ = prior_inflight;
             self.bbr
                 .on_ack(now, &rs, self.delivered, self.inflight, mss);
         }
