@@ -506,8 +506,10 @@ impl Hypercore {
         self.lock().tree.signature.clone()
     }
 
-    /// The bytes signed for the current tree: the 112-byte v1 signable, or the 80-byte
-    /// compat one.
+    /// The bytes the signature of the current tree covers: the 112-byte v1 signable
+    /// (`TREE || key || tree hash || length || fork`), or the 80-byte compat one for compat
+    /// cores. (JS `core.signable()` always returns the 112-byte form, which for a compat
+    /// core is `caps::tree_signable(key, ..)` and not what is signed.)
     pub fn signable(&self) -> Vec<u8> {
         let st = self.lock();
         let hash = st.tree.hash();

@@ -56,10 +56,16 @@ impl Ctx<'_> {
         self.storage.node(index)
     }
 
-    /// Byte offset of the node at `index` (`getByteOffset`).
-    fn byte_offset(&self, index: u64) -> Result<u64, Error> {
+    /// Byte offset of the node at `index`, as JS `getByteOffsetSession` computes it.
+    ///
+    /// JS quirk, kept for byte-identical proofs: for every root left of the one holding
+    /// `index`, JS pushes the root's size (a number) where it otherwise pushes nodes, then
+    /// sums `.size` of each entry, so the offset is `NaN` whenever `index` is not under the
+    /// first root. That is `None` here; [`Ctx::seek_untrusted`] then behaves as JS does
+    /// with `NaN` (it returns the subtree root, so the proof carries no seek part).
+    fn byte_offset(&self, index: u64) -> Result<Option<u64>, Error> {
         if index == 2 * self.tree.length {
-            return Ok(self.tree.byte_length);
+            return Ok(Some(self.tree.byte_length));
         }
         let index = if index & 1 == 1 {
             flat::left_span(index)
@@ -68,10 +74,11 @@ impl Ctx<'_> {
         };
         let mut head = 0u64;
         let mut offset = 0u64;
+        let mut skipped_root = false;
         for root in &self.tree.roots {
             head += 2 * (root.index - head + 1);
             if index >= head {
-                offset += root.size;
+                skipped_root = true;
                 continue;
             }
             let mut ite = Iter::new(root.index);
@@ -89,7 +96,7 @@ impl Ctx<'_> {
                     ite.sibling();
                 }
             }
-            return Ok(offset);
+            return Ok((!skipped_root).then_some(offset));
         }
         Err(invalid("byte offset beyond the tree"))
     }
@@ -132,10 +139,11 @@ impl Ctx<'_> {
     /// falls inside `root`.
     fn seek_untrusted(&self, root: u64, bytes: u64, padding: u64) -> Result<u64, Error> {
         let pad = padding.saturating_mul(flat::left_span(root) / 2);
-        let offset = self
-            .byte_offset(root)?
-            .checked_sub(pad)
-            .ok_or(invalid("invalid seek"))?;
+        let Some(offset) = self.byte_offset(root)? else {
+            // JS compares against NaN: no check fails and the seek stops at `root`.
+            return Ok(root);
+        };
+        let offset = offset.checked_sub(pad).ok_or(invalid("invalid seek"))?;
         if offset > bytes {
             return Err(invalid("invalid seek"));
         }
