@@ -1110,11 +1110,13 @@ impl Hypercore {
         Ok(reorg)
     }
 
-    /// Narrows a reorg with a `hash` proof answering [`ReorgBatch::want`]. Returns false
-    /// when the proof does not hash to the node the reorg is narrowing.
-    pub fn update_reorg(&self, reorg: &mut ReorgBatch, proof: &Proof) -> Result<bool, Error> {
+    /// Narrows a reorg with a `hash` proof answering [`ReorgBatch::want`] (from a peer on
+    /// the reorg's fork). Fails, changing nothing, when the proof does not hash to the node
+    /// the reorg is narrowing. Check [`ReorgBatch::want`] afterwards: it is `None` once the
+    /// shared prefix is known.
+    pub fn update_reorg(&self, reorg: &mut ReorgBatch, proof: &Proof) -> Result<(), Error> {
         if reorg.want.is_none() {
-            return Ok(true);
+            return Ok(());
         }
         let st = self.lock();
         let mut nodes = Vec::new();
@@ -1124,13 +1126,14 @@ impl Hypercore {
             &mut nodes,
         )?;
         let Some(diff) = reorg.diff else {
-            return Ok(false);
+            return Ok(());
         };
         if root.is_none_or(|r| r.hash != diff.hash) {
-            return Ok(false);
+            return Err(ProofError::Checksum { index: diff.index }.into());
         }
         reorg.batch.nodes.extend_from_slice(&nodes);
-        Self::narrow_reorg(&st, reorg, &nodes)
+        Self::narrow_reorg(&st, reorg, &nodes)?;
+        Ok(())
     }
 
     /// `ReorgBatch._updateDiffRoot`.
