@@ -1,5 +1,6 @@
 //! The [`Hypercore`] type: a signed append-only log over a [`Storage`].
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -148,7 +149,7 @@ pub struct ReorgWant {
 }
 
 /// A verified switch to a higher fork (a remote truncated and re-signed its core),
-/// narrowed down with [`ReorgBatch::update`] and applied with [`Hypercore::apply_reorg`].
+/// narrowed down with [`Hypercore::update_reorg`] and applied with [`Hypercore::apply_reorg`].
 #[derive(Debug, Clone)]
 pub struct ReorgBatch {
     /// The new tree; `ancestors` is the shared prefix found so far.
@@ -186,6 +187,29 @@ impl ReorgBatch {
     pub fn length(&self) -> u64 {
         self.batch.length
     }
+}
+
+/// What one verified proof changes, staged in a write batch until it is committed.
+#[derive(Debug)]
+struct Staged {
+    /// The block the proof carried.
+    block: Option<u64>,
+    /// The block, if it was not stored yet.
+    new_block: Option<u64>,
+    /// The new tree, for an upgrade.
+    upgrade: Option<TreeBatch>,
+    /// The manifest to adopt.
+    manifest: Option<Manifest>,
+}
+
+/// A run of proofs without upgrades sharing one commit.
+#[derive(Debug, Default)]
+struct Run {
+    batch: WriteBatch,
+    overlay: HashMap<u64, Node>,
+    blocks: HashSet<u64>,
+    /// `(result slot, staged proof)`.
+    staged: Vec<(usize, Staged)>,
 }
 
 struct State {
@@ -837,15 +861,84 @@ impl Hypercore {
     /// changed in between).
     pub fn verify_proof(&self, proof: &Proof) -> Result<VerifiedProof, Error> {
         let st = self.lock();
-        Self::verify_locked(&st, proof)
+        Self::verify_locked(&st, proof, &HashMap::new())
     }
 
     /// Verifies a remote's proof and, if it holds, stores the block, nodes, upgrade and
     /// manifest it carries in one atomic storage batch. On any error nothing is stored.
     pub fn verify_and_apply(&self, proof: &Proof) -> Result<Applied, Error> {
         let mut st = self.lock();
-        let verified = Self::verify_locked(&st, proof)?;
+        let verified = Self::verify_locked(&st, proof, &HashMap::new())?;
         self.apply_locked(&mut st, verified)
+    }
+
+    /// Verifies and applies many proofs with as few storage commits as possible: runs of
+    /// proofs without an upgrade share one atomic batch (one `fdatasync` on disk), as JS
+    /// batches its queued verifications. A proof may rely on nodes stored by an earlier one
+    /// in the same call. Each proof gets its own result; a failing proof stores nothing and
+    /// does not affect the others (unless the shared commit itself fails, which fails the
+    /// whole run).
+    pub fn verify_and_apply_many(&self, proofs: &[Proof]) -> Vec<Result<Applied, Error>> {
+        let mut st = self.lock();
+        let mut results: Vec<Result<Applied, Error>> = Vec::with_capacity(proofs.len());
+        let mut run = Run::default();
+        for proof in proofs {
+            if proof.upgrade.is_some() {
+                self.commit_run(&mut st, &mut run, &mut results);
+                let r = Self::verify_locked(&st, proof, &HashMap::new())
+                    .and_then(|v| self.apply_locked(&mut st, v));
+                results.push(r);
+                continue;
+            }
+            match Self::verify_locked(&st, proof, &run.overlay) {
+                Ok(v) => {
+                    let nodes = v.batch.nodes.clone();
+                    match Self::stage(&st, v, &mut run.batch, &run.blocks) {
+                        Ok(staged) => {
+                            for n in nodes {
+                                run.overlay.insert(n.index, n);
+                            }
+                            if let Some(i) = staged.new_block {
+                                run.blocks.insert(i);
+                            }
+                            run.staged.push((results.len(), staged));
+                            results.push(Err(Error::Stale)); // replaced on commit
+                        }
+                        Err(e) => results.push(Err(e)),
+                    }
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        self.commit_run(&mut st, &mut run, &mut results);
+        results
+    }
+
+    /// Commits the staged run of [`Hypercore::verify_and_apply_many`].
+    fn commit_run(&self, st: &mut State, run: &mut Run, results: &mut [Result<Applied, Error>]) {
+        let run = std::mem::take(run);
+        if run.staged.is_empty() {
+            return;
+        }
+        match st.storage.commit(run.batch) {
+            Ok(()) => {
+                let mut events = Vec::new();
+                for (slot, staged) in run.staged {
+                    results[slot] = Ok(Self::finish(st, staged, &mut events));
+                }
+                if !events.is_empty() {
+                    self.publish(st, events);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (slot, _) in run.staged {
+                    results[slot] = Err(Error::Storage(crate::error::StorageError::Io(
+                        std::io::Error::other(msg.clone()),
+                    )));
+                }
+            }
+        }
     }
 
     /// Stores a verified proof.
@@ -872,7 +965,13 @@ impl Hypercore {
         Ok((Verifier::new(st.key, m.clone()), Some(m)))
     }
 
-    fn verify_locked(st: &State, proof: &Proof) -> Result<VerifiedProof, Error> {
+    /// Verifies `proof` against the committed state plus `overlay` (nodes verified earlier
+    /// in the same batch, not committed yet).
+    fn verify_locked(
+        st: &State,
+        proof: &Proof,
+        overlay: &HashMap<u64, Node>,
+    ) -> Result<VerifiedProof, Error> {
         if proof.fork != st.tree.fork {
             return Err(Error::ForkMismatch {
                 local: st.tree.fork,
@@ -914,10 +1013,11 @@ impl Hypercore {
         }
 
         if let Some(root) = unverified {
-            let stored = st
-                .storage
-                .node(root.index)?
-                .ok_or(ProofError::Unverifiable { index: root.index })?;
+            let stored = match overlay.get(&root.index) {
+                Some(n) => Some(*n),
+                None => st.storage.node(root.index)?,
+            }
+            .ok_or(ProofError::Unverifiable { index: root.index })?;
             if stored.hash != root.hash {
                 return Err(ProofError::Checksum { index: root.index }.into());
             }
@@ -957,6 +1057,24 @@ impl Hypercore {
     }
 
     fn apply_locked(&self, st: &mut State, v: VerifiedProof) -> Result<Applied, Error> {
+        let mut wb = WriteBatch::default();
+        let staged = Self::stage(st, v, &mut wb, &HashSet::new())?;
+        st.storage.commit(wb)?;
+        let mut events = Vec::new();
+        let applied = Self::finish(st, staged, &mut events);
+        if !events.is_empty() {
+            self.publish(st, events);
+        }
+        Ok(applied)
+    }
+
+    /// Adds what a verified proof stores to `wb` (`pending`: blocks already staged).
+    fn stage(
+        st: &State,
+        v: VerifiedProof,
+        wb: &mut WriteBatch,
+        pending: &HashSet<u64>,
+    ) -> Result<Staged, Error> {
         if !v.batch.commitable(&st.tree) {
             return Err(Error::Stale);
         }
@@ -965,15 +1083,12 @@ impl Hypercore {
             block,
             manifest,
         } = v;
-        let set_manifest = manifest.is_some() && st.verifier.is_none();
+        let manifest = manifest.filter(|_| st.verifier.is_none());
         let new_block = block
             .as_ref()
-            .filter(|(i, _)| !st.bitfield.get(*i))
+            .filter(|(i, _)| !st.bitfield.get(*i) && !pending.contains(i))
             .map(|(i, _)| *i);
-        let mut wb = WriteBatch {
-            nodes: std::mem::take(&mut batch.nodes),
-            ..WriteBatch::default()
-        };
+        wb.nodes.append(&mut batch.nodes);
         if let (Some(i), Some((_, value))) = (new_block, &block) {
             wb.blocks.push((i, value.clone()));
         }
@@ -985,30 +1100,39 @@ impl Hypercore {
                 signature: batch.signature.clone(),
             });
         }
-        if set_manifest {
+        if manifest.is_some() {
             wb.auth = Some(Auth {
                 key: st.key,
                 manifest: manifest.clone(),
                 seed: st.key_pair.as_ref().map(KeyPair::seed),
             });
         }
-        st.storage.commit(wb)?;
+        Ok(Staged {
+            block: block.map(|b| b.0),
+            new_block,
+            upgrade: batch.upgraded.then_some(batch),
+            manifest,
+        })
+    }
 
-        let mut events = Vec::new();
-        if set_manifest {
-            if let Some(m) = manifest {
+    /// Updates the in-memory state after the commit of a staged proof.
+    fn finish(st: &mut State, staged: Staged, events: &mut Vec<Event>) -> Applied {
+        let set_manifest = staged.manifest.is_some();
+        if let Some(m) = staged.manifest {
+            if st.verifier.is_none() {
                 st.verifier = Some(Verifier::new(st.key, m));
                 events.push(Event::ManifestSet);
             }
         }
-        if batch.upgraded {
-            Self::set_tree(st, &batch);
+        let upgraded = staged.upgrade.as_ref().map(|b| b.length);
+        if let Some(batch) = &staged.upgrade {
+            Self::set_tree(st, batch);
             events.push(Event::Upgraded {
                 length: batch.length,
                 fork: batch.fork,
             });
         }
-        if let Some(i) = new_block {
+        if let Some(i) = staged.new_block {
             st.bitfield.set(i, true);
             if i == st.contiguous_length {
                 Self::update_contiguous(st);
@@ -1018,14 +1142,11 @@ impl Hypercore {
                 length: 1,
             });
         }
-        if !events.is_empty() {
-            self.publish(st, events);
-        }
-        Ok(Applied {
-            block: block.map(|b| b.0),
-            upgraded: batch.upgraded.then_some(batch.length),
+        Applied {
+            block: staged.block,
+            upgraded,
             manifest: set_manifest,
-        })
+        }
     }
 
     /// Verifies a proof from a higher fork: the remote truncated its core and signed a new

@@ -221,7 +221,7 @@ impl Iter {
     }
 
     /// Moves to the previous node at the same depth (stays put at offset 0).
-    pub fn prev(&mut self) -> u64 {
+    pub fn prev_node(&mut self) -> u64 {
         if self.offset == 0 {
             return self.index;
         }
@@ -231,7 +231,7 @@ impl Iter {
     }
 
     /// Moves to the next node at the same depth.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_node(&mut self) -> u64 {
         self.offset += 1;
         self.index += self.factor;
         self.index
@@ -240,9 +240,9 @@ impl Iter {
     /// Moves to the sibling.
     pub fn sibling(&mut self) -> u64 {
         if self.is_left() {
-            self.next()
+            self.next_node()
         } else {
-            self.prev()
+            self.prev_node()
         }
     }
 

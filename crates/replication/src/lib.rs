@@ -22,6 +22,15 @@
 //!   change notifications.
 //! - [`corestore`]: [`Corestore`], named cores derived from a primary key.
 //!
+//! # Durability
+//!
+//! [`DiskStorage`] keeps each core in one append-only log of checksummed records, one per
+//! commit; a core killed mid-write reopens at its last complete commit. By default every
+//! commit is `fdatasync`ed before it returns ([`SyncPolicy::Always`]);
+//! [`SyncPolicy::Never`] leaves flushing to the OS (safe against process crashes, not power
+//! loss). [`Hypercore::verify_and_apply_many`] commits a run of downloaded blocks at once.
+//! The format and the policy are documented in [`storage`]'s `DiskStorage`.
+//!
 //! # Proofs, for a replicator
 //!
 //! A peer asks with a [`Request`] (message type 1) whose [`ProofRequest`] says what to

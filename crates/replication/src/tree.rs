@@ -1,7 +1,7 @@
 //! The Merkle tree: nodes, roots, batches (hypercore `lib/merkle-tree.js`).
 //!
 //! Hashes come from [`corenet_codec::hash`] (`leaf_hash`, `parent_hash`, `tree_hash`).
-//! A [`TreeBatch`] is a copy-on-write view of the tree that appends blocks or verifies a
+//! A tree batch is a copy-on-write view of the tree that appends blocks or verifies a
 //! remote proof; nothing reaches storage until the core commits it.
 
 use bytes::{BufMut, Bytes};

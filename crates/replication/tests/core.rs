@@ -520,3 +520,90 @@ fn disk_cores_reopen_with_everything() {
     );
     assert!(matches!(err, Err(Error::StorageMismatch(_))));
 }
+
+/// A storage that counts its commits.
+#[derive(Debug)]
+struct Counting(
+    MemoryStorage,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+);
+
+impl corenet_replication::Storage for Counting {
+    fn auth(&self) -> Option<corenet_replication::storage::Auth> {
+        self.0.auth()
+    }
+    fn head(&self) -> Option<corenet_replication::storage::Head> {
+        self.0.head()
+    }
+    fn node(
+        &self,
+        index: u64,
+    ) -> Result<Option<corenet_replication::Node>, corenet_replication::StorageError> {
+        self.0.node(index)
+    }
+    fn block(&self, index: u64) -> Result<Option<Bytes>, corenet_replication::StorageError> {
+        self.0.block(index)
+    }
+    fn bitfield(&self) -> corenet_replication::Bitfield {
+        self.0.bitfield()
+    }
+    fn commit(
+        &mut self,
+        batch: corenet_replication::storage::WriteBatch,
+    ) -> Result<(), corenet_replication::StorageError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.commit(batch)
+    }
+}
+
+#[test]
+fn many_proofs_share_one_commit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let w = writer(64, CoreKind::V1);
+    let commits = std::sync::Arc::new(AtomicUsize::new(0));
+    let r = Hypercore::open_by_key(
+        Counting(MemoryStorage::new(), commits.clone()),
+        w.key(),
+        None,
+    )
+    .unwrap();
+    let base = commits.load(Ordering::SeqCst);
+    // An upgrade, then blocks 0..64 where only block 0 brings its whole path: the others
+    // ask for one node (their sibling) and rely on what earlier proofs in the run stored.
+    let mut proofs = vec![upgrade(&w, 0)];
+    for i in 0..64u64 {
+        let nodes = if i == 0 {
+            missing_nodes(0, 64)
+        } else if i % 2 == 1 {
+            0
+        } else {
+            u64::from((i ^ (i - 1)).count_ones()) - 1
+        };
+        proofs.push(
+            w.create_proof(&ProofRequest {
+                block: Some(RequestBlock { index: i, nodes }),
+                ..ProofRequest::default()
+            })
+            .unwrap()
+            .unwrap(),
+        );
+    }
+    let mut bad = proofs[10].clone();
+    bad.block.as_mut().unwrap().value = Bytes::from_static(b"bad");
+    proofs.insert(11, bad);
+    let results = r.verify_and_apply_many(&proofs);
+    assert_eq!(results.len(), 66);
+    for (i, res) in results.iter().enumerate() {
+        if i == 11 {
+            assert!(res.as_ref().unwrap_err().is_remote_fault());
+        } else {
+            res.as_ref().unwrap_or_else(|e| panic!("proof {i}: {e}"));
+        }
+    }
+    // One commit for the upgrade, one for the 64 blocks.
+    assert_eq!(commits.load(Ordering::SeqCst) - base, 2);
+    assert_eq!(r.contiguous_len(), 64);
+    for i in 0..64 {
+        assert_eq!(r.get(i).unwrap(), w.get(i).unwrap());
+    }
+}
