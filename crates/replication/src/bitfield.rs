@@ -310,9 +310,14 @@ impl Bitfield {
         debug_assert_eq!(start % 32, 0, "bitfield words start on a word boundary");
         let mut out = vec![0u32; count];
         for r in self.ranges(start..start.saturating_add(32 * count as u64)) {
-            for i in r {
-                let rel = i - start;
-                out[(rel / 32) as usize] |= 1 << (rel % 32);
+            let (mut i, end) = (r.start - start, r.end - start);
+            while i < end {
+                let w = (i / 32) as usize;
+                let hi = end.min((i / 32 + 1) * 32);
+                let from = (i % 32) as usize;
+                let to = from + (hi - i) as usize;
+                out[w] |= mask(from, to) as u32;
+                i = hi;
             }
         }
         out
@@ -402,6 +407,13 @@ mod tests {
             let mut rebuilt = vec![false; n as usize];
             for r in b.ranges(0..n) { for i in r { rebuilt[i as usize] = true; } }
             prop_assert_eq!(&rebuilt, &model);
+            let words = b.words_u32(32, 3000);
+            for (k, w) in words.iter().enumerate() {
+                for bit in 0..32 {
+                    let i = 32 + k * 32 + bit;
+                    prop_assert_eq!(w >> bit & 1 == 1, model[i], "word bit {}", i);
+                }
+            }
             let mut holes = vec![true; n as usize];
             for r in b.missing(0..n) { for i in r { holes[i as usize] = false; } }
             prop_assert_eq!(&holes, &model);

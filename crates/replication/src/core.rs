@@ -581,6 +581,27 @@ impl Hypercore {
         Ok(st.storage.block(index)?)
     }
 
+    /// How many nodes above flat index `index` (`2 * block` for a block) are neither stored
+    /// nor implied by the current roots (`MerkleTree.missingNodes`): the `nodes` value of a
+    /// block or hash request, so that the responder sends exactly the nodes we lack.
+    pub fn missing_nodes(&self, index: u64) -> Result<u64, Error> {
+        let st = self.lock();
+        let head = 2 * st.tree.length;
+        if index >= 2 * MAX_LENGTH {
+            return Ok(0);
+        }
+        let mut ite = flat::Iter::new(index);
+        if ite.peek_right_span() >= head {
+            return Ok(0);
+        }
+        let mut count = 0;
+        while !ite.contains(head) && st.storage.node(ite.index)?.is_none() {
+            count += 1;
+            ite.parent();
+        }
+        Ok(count)
+    }
+
     /// A tree node, if stored locally.
     pub fn tree_node(&self, index: u64) -> Result<Option<Node>, Error> {
         Ok(self.lock().storage.node(index)?)

@@ -490,6 +490,27 @@ pub(crate) fn upgrade_indexes(from: u64, to: u64) -> Vec<u64> {
     out
 }
 
+/// How many nodes above flat index `index` a peer that holds only the roots of a tree of
+/// `length` blocks is missing (`MerkleTree.maxMissingNodes`): the `nodes` to put in a
+/// request when nothing is known locally. 0 when `index` is a root or outside the tree.
+pub fn max_missing_nodes(index: u64, length: u64) -> u64 {
+    let head = 2 * length.min(crate::MAX_LENGTH);
+    if index >= 2 * crate::MAX_LENGTH {
+        return 0;
+    }
+    let mut ite = Iter::new(index);
+    if ite.peek_right_span() >= head || flat::full_roots(head).any(|r| r == index) {
+        return 0;
+    }
+    ite.parent();
+    let mut count = 0;
+    while !ite.contains(head) {
+        count += 1;
+        ite.parent();
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +554,16 @@ mod tests {
             assert_eq!(got, want);
             assert_eq!(b.byte_length, 8 * (i + 1));
         }
+    }
+
+    #[test]
+    fn max_missing_nodes_matches_root_depth() {
+        // Leaf 4 of a 3-block tree is a root; leaf 0 sits one level under root 1.
+        assert_eq!(max_missing_nodes(4, 3), 0);
+        assert_eq!(max_missing_nodes(0, 3), 1);
+        assert_eq!(max_missing_nodes(2 * 5, 16), 4);
+        assert_eq!(max_missing_nodes(2 * 16, 16), 0);
+        assert_eq!(max_missing_nodes(1, 16), 3);
     }
 
     #[test]

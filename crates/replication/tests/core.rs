@@ -76,14 +76,19 @@ fn random_sparse_replication_in_both_kinds() {
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.gen_range(0..=i));
             }
+            for i in 0..len {
+                assert_eq!(
+                    corenet_replication::tree::max_missing_nodes(2 * i, len),
+                    missing_nodes(i, len)
+                );
+            }
             for i in order {
-                // Ask for all missing nodes, as a fresh replicator does.
+                // Ask for exactly the nodes we miss, as the replicator does.
+                let nodes = r.missing_nodes(2 * i).unwrap();
+                assert!(nodes <= missing_nodes(i, len));
                 let p = w
                     .create_proof(&ProofRequest {
-                        block: Some(RequestBlock {
-                            index: i,
-                            nodes: missing_nodes(i, len),
-                        }),
+                        block: Some(RequestBlock { index: i, nodes }),
                         ..ProofRequest::default()
                     })
                     .unwrap()
