@@ -635,7 +635,8 @@ impl Hypercore {
         }
     }
 
-    /// Appends blocks under one signature and commits them in one storage batch.
+    /// Appends blocks under one signature and commits them in one storage batch. Batches
+    /// of 1 MiB or more hash their blocks on up to four threads.
     ///
     /// ```
     /// use corenet_replication::Hypercore;
@@ -667,9 +668,9 @@ impl Hypercore {
             _ => return Err(Error::NotWritable),
         };
         let mut batch = TreeBatch::new(&st.tree);
-        for b in &blocks {
+        for leaf in tree::hash_leaves(&blocks, 2 * st.tree.length) {
             batch
-                .append(b)
+                .append_leaf(leaf)
                 .map_err(|_| Error::InvalidArgument("core is full"))?;
         }
         if let Some(p) = verifier.prologue() {

@@ -158,10 +158,18 @@ impl TreeBatch {
     }
 
     /// Appends one block.
+    #[cfg(test)]
     pub(crate) fn append(&mut self, data: &[u8]) -> Result<(), ProofError> {
         let head = self.length * 2;
+        self.append_leaf(Node::leaf(head, data))
+    }
+
+    /// Appends a leaf hashed beforehand (its index must be the next leaf).
+    pub(crate) fn append_leaf(&mut self, leaf: Node) -> Result<(), ProofError> {
+        let head = self.length * 2;
+        debug_assert_eq!(leaf.index, head, "leaves are appended in order");
         let mut ite = Iter::new(head);
-        self.append_root(Node::leaf(head, data), &mut ite)
+        self.append_root(leaf, &mut ite)
     }
 
     /// Adds `node` (at the iterator's position) as the newest root and merges roots that
@@ -232,6 +240,60 @@ impl TreeBatch {
         }
         Some((range, singles))
     }
+}
+
+/// Batches at least this large hash their leaves on several threads.
+const PARALLEL_HASH_MIN_BYTES: usize = 1 << 20;
+/// At most this many hashing threads per batch.
+const MAX_HASH_THREADS: usize = 4;
+
+/// The leaf nodes of `blocks`, the first at flat index `first`. Large batches are hashed on
+/// up to [`MAX_HASH_THREADS`] scoped threads (one contiguous share of the bytes each); the
+/// tree above the leaves is built sequentially by the caller.
+pub(crate) fn hash_leaves<B: AsRef<[u8]> + Sync>(blocks: &[B], first: u64) -> Vec<Node> {
+    let total: usize = blocks.iter().map(|b| b.as_ref().len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_HASH_THREADS)
+        .min(blocks.len());
+    let leaf = |(i, b): (usize, &B)| Node::leaf(first + 2 * i as u64, b.as_ref());
+    if threads < 2 || total < PARALLEL_HASH_MIN_BYTES {
+        return blocks.iter().enumerate().map(leaf).collect();
+    }
+    // Split into `threads` runs of about equal byte size.
+    let share = total.div_ceil(threads);
+    let mut bounds = vec![0];
+    let mut acc = 0;
+    for (i, b) in blocks.iter().enumerate() {
+        acc += b.as_ref().len();
+        if acc >= share * bounds.len() && bounds.len() < threads {
+            bounds.push(i + 1);
+        }
+    }
+    bounds.push(blocks.len());
+    bounds.dedup();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (lo, hi) = (w[0], w[1]);
+                scope.spawn(move || {
+                    blocks[lo..hi]
+                        .iter()
+                        .enumerate()
+                        .map(|(k, b)| leaf((lo + k, b)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// The nodes of a proof, in the order a verifier takes them; `extra` is a root computed
@@ -542,6 +604,21 @@ mod tests {
         // leaf 0, leaf 2, parent 1, leaf 4
         let idx: Vec<_> = b.nodes.iter().map(|n| n.index).collect();
         assert_eq!(idx, [0, 2, 1, 4]);
+    }
+
+    #[test]
+    fn parallel_leaves_match_sequential() {
+        let blocks: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| vec![i as u8; 4000 + i as usize * 7])
+            .collect();
+        let par = hash_leaves(&blocks, 10);
+        let seq: Vec<Node> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Node::leaf(10 + 2 * i as u64, b))
+            .collect();
+        assert_eq!(par, seq);
+        assert!(hash_leaves::<Vec<u8>>(&[], 0).is_empty());
     }
 
     #[test]
