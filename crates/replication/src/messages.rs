@@ -377,13 +377,18 @@ pub struct Proof {
 
 impl Proof {
     /// The length of the tree an upgrade proves, counting its additional nodes
-    /// (`MerkleTree.upgradeLength`); `None` without an upgrade.
+    /// (`MerkleTree.upgradeLength`); `None` without an upgrade or when the numbers are out
+    /// of range for any core.
     pub fn upgrade_length(&self) -> Option<u64> {
         let u = self.upgrade.as_ref()?;
-        Some(match u.additional_nodes.last() {
-            Some(last) => crate::flat::right_span(last.index) / 2 + 1,
-            None => u.start.saturating_add(u.length),
-        })
+        let len = match u.additional_nodes.last() {
+            Some(last) if last.index < 2 * crate::MAX_LENGTH => {
+                crate::flat::right_span(last.index) / 2 + 1
+            }
+            Some(_) => return None,
+            None => u.start.checked_add(u.length)?,
+        };
+        (len <= crate::MAX_LENGTH).then_some(len)
     }
 
     fn flags(&self) -> u64 {

@@ -186,7 +186,102 @@ fn proof() -> impl Strategy<Value = Proof> {
         })
 }
 
+/// A reader that holds the signed tree of a 16-block core and blocks 0-3.
+fn reader() -> &'static (
+    corenet_replication::Hypercore,
+    corenet_replication::Hypercore,
+) {
+    use corenet_replication::Hypercore;
+    static R: std::sync::OnceLock<(Hypercore, Hypercore)> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        let w = Hypercore::in_memory(corenet_noise::KeyPair::from_seed([3; 32])).unwrap();
+        w.append((0..16u8).map(|i| vec![i; i as usize * 10]))
+            .unwrap();
+        let r = Hypercore::open_by_key(
+            corenet_replication::MemoryStorage::new(),
+            w.key(),
+            w.manifest(),
+        )
+        .unwrap();
+        let p = w
+            .create_proof(&ProofRequest {
+                block: Some(RequestBlock { index: 0, nodes: 0 }),
+                upgrade: Some(RequestUpgrade {
+                    start: 0,
+                    length: 16,
+                }),
+                ..ProofRequest::default()
+            })
+            .unwrap()
+            .unwrap();
+        r.verify_and_apply(&p).unwrap();
+        (w, r)
+    })
+}
+
 proptest! {
+    /// Random proofs (indexes and sizes up to u64::MAX) never panic the verifier and never
+    /// change the reader; random requests never panic the prover.
+    #[test]
+    fn random_proofs_and_requests_are_handled(mut p in proof(), req in proof_request()) {
+        let (w, r) = reader();
+        p.fork = 0;
+        let before = (r.len(), r.tree_hash(), r.bitfield());
+        if r.verify_and_apply(&p).is_ok() {
+            // Only a proof that is really part of the tree can pass.
+            let b = p.block.as_ref();
+            prop_assert!(b.is_none_or(|b| w.get(b.index).unwrap().as_ref() == Some(&b.value)));
+        } else {
+            prop_assert_eq!((r.len(), r.tree_hash(), r.bitfield()), before);
+        }
+        let _ = p.upgrade_length();
+        let _ = w.create_proof(&req);
+        let _ = r.create_proof(&req);
+        let _ = r.missing_nodes(req.block.map_or(0, |b| b.index));
+        let _ = corenet_replication::tree::max_missing_nodes(req.hash.map_or(0, |h| h.index), req.fork);
+    }
+
+    /// Valid proofs with one number replaced by an arbitrary one (indexes, sizes, lengths
+    /// up to u64::MAX): never a panic, and the reader changes only if the proof still holds.
+    #[test]
+    fn mutated_proofs_are_handled(block in 0u64..16, with_upgrade in any::<bool>(), which in 0usize..8, k in 0usize..6, v in uint()) {
+        let (w, _) = reader();
+        let r = corenet_replication::Hypercore::open_by_key(
+            corenet_replication::MemoryStorage::new(), w.key(), w.manifest()).unwrap();
+        if !with_upgrade {
+            let head = w.create_proof(&ProofRequest {
+                upgrade: Some(RequestUpgrade { start: 0, length: 16 }),
+                ..ProofRequest::default()
+            }).unwrap().unwrap();
+            r.verify_and_apply(&head).unwrap();
+        }
+        let mut p = w.create_proof(&ProofRequest {
+            block: Some(RequestBlock { index: block, nodes: if with_upgrade { 0 } else { corenet_replication::tree::max_missing_nodes(2 * block, 16) } }),
+            upgrade: with_upgrade.then_some(RequestUpgrade { start: 0, length: 16 }),
+            ..ProofRequest::default()
+        }).unwrap().unwrap();
+        let b = p.block.as_mut().unwrap();
+        match which {
+            0 => b.index = v,
+            1 => if let Some(n) = b.nodes.get_mut(k) { n.index = v },
+            2 => if let Some(n) = b.nodes.get_mut(k) { n.size = v },
+            3 => if let Some(u) = p.upgrade.as_mut() { u.start = v },
+            4 => if let Some(u) = p.upgrade.as_mut() { u.length = v },
+            5 => if let Some(n) = p.upgrade.as_mut().and_then(|u| u.nodes.get_mut(k)) { n.index = v },
+            6 => if let Some(n) = p.upgrade.as_mut().and_then(|u| u.nodes.get_mut(k)) { n.size = v },
+            _ => if let Some(u) = p.upgrade.as_mut() { u.additional_nodes.push(Node { index: v, size: v, hash: [1; 32] }) },
+        }
+        let before = (r.len(), r.bitfield());
+        match r.verify_and_apply(&p) {
+            Ok(_) => {
+                let b = p.block.as_ref().unwrap();
+                prop_assert_eq!(w.get(b.index).unwrap(), Some(b.value.clone()));
+                prop_assert_eq!(r.tree_hash(), w.tree_hash());
+            }
+            Err(_) => prop_assert_eq!((r.len(), r.bitfield()), before),
+        }
+    }
+
     #[test]
     fn node_round_trip(n in node()) {
         check(&n)?;
