@@ -79,36 +79,32 @@ impl<E: Encoding> fmt::Debug for ExtensionOptions<E> {
     }
 }
 
+/// The constructors for the built-in encodings. They sit in one impl so that
+/// `ExtensionOptions::json::<T>()` names its type the way `ExtensionOptions::utf8()` does.
 impl ExtensionOptions<Binary> {
     /// Raw bytes (JS `c.raw`): send `&[u8]`, receive [`bytes::Bytes`].
     pub fn binary() -> Self {
         ExtensionOptions::new(Binary)
     }
-}
 
-impl ExtensionOptions<Utf8> {
     /// UTF-8 strings (JS `c.string`): send `&str`, receive `String`.
-    pub fn utf8() -> Self {
+    pub fn utf8() -> ExtensionOptions<Utf8> {
         ExtensionOptions::new(Utf8)
     }
-}
 
-impl<T> ExtensionOptions<Json<T>>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-{
     /// JSON values (JS `c.json`): send and receive `T`.
-    pub fn json() -> Self {
+    pub fn json<T>() -> ExtensionOptions<Json<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
         ExtensionOptions::new(Json::new())
     }
-}
 
-impl<T> ExtensionOptions<Compact<T>>
-where
-    Compact<T>: Encoding,
-{
-    /// A compact-encoding type: send and receive `T`.
-    pub fn compact() -> Self {
+    /// A compact-encoding type of `corenet-codec`: send and receive `T`.
+    pub fn compact<T>() -> ExtensionOptions<Compact<T>>
+    where
+        Compact<T>: Encoding,
+    {
         ExtensionOptions::new(Compact::new())
     }
 }
