@@ -5,9 +5,10 @@
 //!   its mux; registering opens the new extension's channel on every session. Both happen
 //!   inside the handler, so once `add_session` returns the channels and pairing hooks exist
 //!   (add a session before its mux driver runs and no early frame is missed).
-//! - Each (session, extension) pair is a slot with its own task on the actor's arbiter (see
-//!   [`crate::extension`]); the data path (send, receive, dispatch) never crosses the
-//!   actor's mailbox.
+//! - Each (session, extension) pair is a slot with its own task (see [`crate::extension`]),
+//!   spawned on the session's runtime (the one that added it, normally the one running its
+//!   mux driver) or else on the actor's arbiter; the data path (send, receive, dispatch) never
+//!   crosses the actor's mailbox or the actor's thread.
 //! - A session whose connection closes is removed by a watcher task, so that the bus does
 //!   not keep dead sessions; the owner may also remove it first.
 //! - [`Extensions::new`] runs the actor on a shared actix system thread, so the handle
@@ -20,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use actix::prelude::*;
 use bytes::Bytes;
 use corenet_mux::MuxHandle;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -63,6 +65,8 @@ struct Session {
     peer: Peer,
     /// Its mux.
     mux: MuxHandle,
+    /// Where its slot tasks run.
+    runtime: Option<Handle>,
     /// Removes the session when the mux closes.
     watcher: JoinHandle<()>,
 }
@@ -125,6 +129,10 @@ pub struct AddSession {
     pub peer: Peer,
     /// The connection's mux.
     pub mux: MuxHandle,
+    /// The tokio runtime the session's slot tasks run on (receiving, decoding, handlers);
+    /// best the one that runs its mux driver. `None`: the bus's own arbiter.
+    /// [`Extensions::add_session`] passes the caller's runtime.
+    pub runtime: Option<Handle>,
 }
 
 impl Handler<AddSession> for ExtensionBus {
@@ -139,7 +147,10 @@ impl Handler<AddSession> for ExtensionBus {
             return Err(Error::Disconnected);
         }
         for reg in self.registrations.values() {
-            if let Err(e) = reg.clone().attach(&msg.peer, &msg.mux) {
+            if let Err(e) = reg
+                .clone()
+                .attach(&msg.peer, &msg.mux, msg.runtime.as_ref())
+            {
                 debug!(extension = %reg.name(), session = %id, error = %e, "cannot open the extension channel");
             }
         }
@@ -158,6 +169,7 @@ impl Handler<AddSession> for ExtensionBus {
             Session {
                 peer: msg.peer,
                 mux: msg.mux,
+                runtime: msg.runtime,
                 watcher,
             },
         );
@@ -207,7 +219,7 @@ impl<E: Encoding> Handler<Register<E>> for ExtensionBus {
         let name: Arc<str> = msg.name.into();
         let shared = Arc::new(ExtShared::new(name.clone(), msg.options));
         for s in self.sessions.values() {
-            if let Err(e) = shared.clone().attach(&s.peer, &s.mux) {
+            if let Err(e) = shared.clone().attach(&s.peer, &s.mux, s.runtime.as_ref()) {
                 debug!(extension = %name, session = %s.peer.session(), error = %e, "cannot open the extension channel");
             }
         }
@@ -421,10 +433,13 @@ impl Extensions {
 
     /// Adds a session: every registered extension opens its channel on `mux`. Call it before
     /// the mux's driver runs (see [`MuxHandle::new`]) so that a peer's early opens find the
-    /// pairing hooks. The bus keeps a handle of the mux until the session is removed or the
-    /// connection closes.
+    /// pairing hooks. The session's extension channels are served by tasks on the calling
+    /// tokio runtime (which should be the one that runs the mux driver): that is where
+    /// `on_message` and `on_error` run. The bus keeps a handle of the mux until the session is
+    /// removed or the connection closes.
     pub async fn add_session(&self, peer: Peer, mux: MuxHandle) -> Result<(), Error> {
-        self.ask(AddSession { peer, mux }).await?
+        let runtime = Handle::try_current().ok();
+        self.ask(AddSession { peer, mux, runtime }).await?
     }
 
     /// Removes a session; returns whether it existed.

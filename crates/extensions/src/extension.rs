@@ -5,7 +5,8 @@
 //!   for the channel to open sit behind a mutex shared by the send path and the slot's task,
 //!   so that [`Extension::send`] on an open channel goes straight into the mux (no task or
 //!   mailbox hop) and a queued message is flushed, in order, the moment the channel opens.
-//! - The **slot task** (one per slot, on the bus's thread) owns the mux [`Channel`] and the
+//! - The **slot task** (one per slot, on the runtime that added the session, next to its mux
+//!   driver, so that received messages cross no thread on their way in) owns the mux [`Channel`] and the
 //!   pairing hook for the extension's name: it accepts the peer's opens, notices opens,
 //!   rejects and closes, expires queued messages, and reads, rate-limits, decodes and
 //!   dispatches received messages to the `on_message` handler and the [`Messages`] streams.
@@ -13,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::pending;
+use std::future::{pending, poll_fn};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +38,8 @@ use crate::peer::{Peer, SessionId};
 
 /// The one message type an extension channel carries.
 pub(crate) const MESSAGE_TYPE: u64 = 0;
+/// Messages a slot task takes from its channel's inbox per wake-up.
+const READ_BATCH: usize = 64;
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent
 /// before it can panic (user code never runs under these locks).
@@ -321,9 +324,12 @@ pub(crate) struct ExtShared<E: Encoding> {
     /// Slots by session.
     slots: Mutex<HashMap<SessionId, Arc<Slot>>>,
     /// Message streams.
-    subscribers: Mutex<Vec<mpsc::Sender<(E::Message, Peer)>>>,
+    subscribers: Mutex<Vec<Subscriber<E::Message>>>,
     /// Bumped when `subscribers` changes, so slot tasks refresh their copies.
     subscribers_epoch: AtomicU64,
+    /// The stream created at registration (without an `on_message` handler), until the
+    /// first [`Extension::messages`] call takes it.
+    unclaimed: Mutex<Option<mpsc::Receiver<(E::Message, Peer)>>>,
     /// Destroyed: nothing more is sent, received or attached.
     destroyed: AtomicBool,
 }
@@ -342,6 +348,18 @@ impl<E: Encoding> fmt::Debug for ExtShared<E> {
 impl<E: Encoding> ExtShared<E> {
     pub(crate) fn new(name: Arc<str>, options: ExtensionOptions<E>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        // Without a handler, messages go to streams only: keep those that arrive before the
+        // first `messages()` call (the channels open as soon as the extension registers).
+        let (subscribers, unclaimed) = if options.on_message.is_none() {
+            let (tx, rx) = mpsc::channel(options.limits.stream_buffer);
+            let first = Subscriber {
+                tx,
+                claimed: Arc::new(AtomicBool::new(false)),
+            };
+            (vec![first], Some(rx))
+        } else {
+            (Vec::new(), None)
+        };
         ExtShared {
             name,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -350,8 +368,9 @@ impl<E: Encoding> ExtShared<E> {
             on_error: options.on_error,
             limits: options.limits,
             slots: Mutex::new(HashMap::new()),
-            subscribers: Mutex::new(Vec::new()),
+            subscribers: Mutex::new(subscribers),
             subscribers_epoch: AtomicU64::new(0),
+            unclaimed: Mutex::new(unclaimed),
             destroyed: AtomicBool::new(false),
         }
     }
@@ -453,6 +472,7 @@ impl<E: Encoding> ExtShared<E> {
             slot.finish(SlotState::Closed(Finish::Destroyed), Undelivered::Destroyed);
         }
         lock(&self.subscribers).clear();
+        lock(&self.unclaimed).take();
         self.subscribers_epoch.fetch_add(1, Ordering::AcqRel);
         debug!(extension = %self.name, "extension destroyed");
     }
@@ -464,9 +484,14 @@ pub(crate) trait Registration: Send + Sync + fmt::Debug {
     fn name(&self) -> &Arc<str>;
     /// The registration's id.
     fn id(&self) -> u64;
-    /// Opens the extension's channel on a session's mux and starts its slot task (on the
-    /// current actix arbiter).
-    fn attach(self: Arc<Self>, peer: &Peer, mux: &MuxHandle) -> Result<(), Error>;
+    /// Opens the extension's channel on a session's mux and starts its slot task on
+    /// `runtime` (or on the current actix arbiter).
+    fn attach(
+        self: Arc<Self>,
+        peer: &Peer,
+        mux: &MuxHandle,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<(), Error>;
     /// The session ended.
     fn detach(&self, session: SessionId);
     /// The registration ends.
@@ -486,7 +511,12 @@ impl<E: Encoding> Registration for ExtShared<E> {
         self.id
     }
 
-    fn attach(self: Arc<Self>, peer: &Peer, mux: &MuxHandle) -> Result<(), Error> {
+    fn attach(
+        self: Arc<Self>,
+        peer: &Peer,
+        mux: &MuxHandle,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<(), Error> {
         if self.is_destroyed() {
             return Err(Error::Destroyed);
         }
@@ -518,7 +548,11 @@ impl<E: Encoding> Registration for ExtShared<E> {
             subscribers: Vec::new(),
             subscribers_epoch: u64::MAX,
         };
-        actix::spawn(task.run().instrument(span));
+        let task = task.run().instrument(span);
+        match runtime {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(actix::spawn(task)),
+        }
         Ok(())
     }
 
@@ -624,7 +658,7 @@ struct SlotTask<E: Encoding> {
     /// Inbound limits (created when the first message or open arrives).
     limiter: Option<RateLimiter>,
     /// Copies of the message streams' senders.
-    subscribers: Vec<mpsc::Sender<(E::Message, Peer)>>,
+    subscribers: Vec<Subscriber<E::Message>>,
     /// The `subscribers_epoch` the copies are from.
     subscribers_epoch: u64,
 }
@@ -651,7 +685,7 @@ impl<E: Encoding> SlotTask<E> {
                     self.report_failures(failures, Undelivered::Disconnected);
                     Flow::Continue
                 }
-                Wakeup::Channel(ChannelEvent::Message(m)) => self.inbound(m).await,
+                Wakeup::Channel(ChannelEvent::Message(m)) => self.inbound_batch(m).await,
                 Wakeup::Channel(ChannelEvent::Closed(reason)) => self.closed(reason),
                 Wakeup::Request(Some(req)) => self.request(req),
                 Wakeup::Request(None) => {
@@ -757,9 +791,35 @@ impl<E: Encoding> SlotTask<E> {
             .report(Error::Flooded { exceeded }, &self.slot.peer);
     }
 
-    /// A received message.
-    async fn inbound(&mut self, m: corenet_mux::Message) -> Flow {
+    /// A received message, and up to [`READ_BATCH`] more that are already in the channel's
+    /// inbox (one pass through the task's wait per batch, not per message).
+    async fn inbound_batch(&mut self, first: corenet_mux::Message) -> Flow {
+        // One clock read per batch: the messages in it arrived together.
         let now = Instant::now();
+        if self.inbound(now, first).await == Flow::Stop {
+            return Flow::Stop;
+        }
+        for _ in 1..READ_BATCH {
+            let Some(ch) = &mut self.channel else {
+                break;
+            };
+            let next = poll_fn(|cx| match ch.poll_recv(cx) {
+                Poll::Ready(Some(m)) => Poll::Ready(Some(m)),
+                _ => Poll::Ready(None),
+            })
+            .await;
+            let Some(m) = next else {
+                break;
+            };
+            if self.inbound(now, m).await == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A received message.
+    async fn inbound(&mut self, now: Instant, m: corenet_mux::Message) -> Flow {
         let len = m.payload.len();
         if let Err(exceeded) = self.limiter(now).check(now, len) {
             self.flooded(exceeded);
@@ -822,7 +882,7 @@ impl<E: Encoding> SlotTask<E> {
                 Delivery::Sent => i += 1,
                 Delivery::Gone => {
                     self.subscribers.swap_remove(i);
-                    lock(&ext.subscribers).retain(|s| !s.is_closed());
+                    lock(&ext.subscribers).retain(|s| !s.tx.is_closed());
                     ext.subscribers_epoch.fetch_add(1, Ordering::AcqRel);
                 }
                 Delivery::Stopped => return Flow::Stop,
@@ -855,18 +915,42 @@ enum Delivery {
     Stopped,
 }
 
+/// A message stream.
+struct Subscriber<M> {
+    /// Its queue.
+    tx: mpsc::Sender<(M, Peer)>,
+    /// Someone reads it. The stream created at registration is unclaimed until the first
+    /// [`Extension::messages`] call; while unclaimed, a full stream drops new messages
+    /// rather than holding the peer back for a reader that may never come.
+    claimed: Arc<AtomicBool>,
+}
+
+impl<M> Clone for Subscriber<M> {
+    fn clone(&self) -> Self {
+        Subscriber {
+            tx: self.tx.clone(),
+            claimed: self.claimed.clone(),
+        }
+    }
+}
+
 /// Hands a message to a stream, waiting for room (but not past the slot's end).
 async fn deliver<M>(
-    tx: &mpsc::Sender<(M, Peer)>,
+    sub: &Subscriber<M>,
     item: (M, Peer),
     slot: &Slot,
     waited: &mut bool,
 ) -> Delivery {
+    let tx = &sub.tx;
     let item = match tx.try_send(item) {
         Ok(()) => return Delivery::Sent,
         Err(mpsc::error::TrySendError::Closed(_)) => return Delivery::Gone,
         Err(mpsc::error::TrySendError::Full(item)) => item,
     };
+    if !sub.claimed.load(Ordering::Acquire) {
+        debug!("dropped a message: nobody took the extension's message stream yet");
+        return Delivery::Sent;
+    }
     *waited = true;
     trace!("a message stream is full: waiting for its reader");
     let finished = async {
@@ -984,14 +1068,29 @@ impl<E: Encoding> Extension<E> {
         self.shared.broadcast_payload(payload)
     }
 
-    /// A stream of every message received from now on, with its sender. Each stream buffers
-    /// up to the configured number of messages; while one is full the bus waits for its
-    /// reader (holding that peer's channel back, see [`ExtensionOptions`]). Dropping the
-    /// stream unsubscribes; the stream ends when the extension is destroyed.
+    /// A stream of the messages received, with their senders: from now on, except for the
+    /// first call on an extension registered without an `on_message` handler, whose stream
+    /// starts at the registration (so that messages from peers whose channels opened before
+    /// this call are not missed; until this call, that stream keeps at most its buffer's
+    /// worth and drops what does not fit).
+    ///
+    /// Each stream buffers up to the configured number of messages; while one is full the
+    /// bus waits for its reader (holding that peer's channel back, see
+    /// [`ExtensionOptions`]). Dropping the stream unsubscribes; the stream ends when the
+    /// extension is destroyed.
     pub fn messages(&self) -> Messages<E> {
+        if let Some(rx) = lock(&self.shared.unclaimed).take() {
+            for s in lock(&self.shared.subscribers).iter() {
+                s.claimed.store(true, Ordering::Release);
+            }
+            return Messages { rx };
+        }
         let (tx, rx) = mpsc::channel(self.shared.limits.stream_buffer);
         if !self.shared.is_destroyed() {
-            lock(&self.shared.subscribers).push(tx);
+            lock(&self.shared.subscribers).push(Subscriber {
+                tx,
+                claimed: Arc::new(AtomicBool::new(true)),
+            });
             self.shared.subscribers_epoch.fetch_add(1, Ordering::AcqRel);
             // Destroyed meanwhile: make sure the stream ends.
             if self.shared.is_destroyed() {

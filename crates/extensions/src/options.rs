@@ -44,9 +44,12 @@ pub(crate) struct Limits {
 /// How to register an extension: its encoding, optional handlers, and its limits. Every
 /// setter states its default.
 ///
-/// Handlers run on the bus's thread, one message at a time for the whole bus: keep them
-/// short and never block in them (hand long work to a task). They may call
-/// [`crate::Extension::send`] and [`crate::Extension::broadcast`].
+/// Handlers run in the task that serves the peer's channel, on the tokio runtime that added
+/// the session (see [`crate::Extensions::add_session`]): one message at a time and in order
+/// for each peer; on a multi-thread runtime, handlers for different peers may run at the same
+/// time. Keep them short and never block in them (hand long work to a task): while a handler
+/// runs, that peer's channel is not read. They may call [`crate::Extension::send`] and
+/// [`crate::Extension::broadcast`]. A handler that panics is caught and logged.
 ///
 /// **Flood policy.** Every peer gets a token bucket per extension ([`RateLimit`]; default
 /// 1,000 messages per second with bursts of 2,000, and 8 MiB per second with bursts of

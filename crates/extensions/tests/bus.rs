@@ -15,6 +15,14 @@ use tokio::time::{sleep, timeout};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Logs to the test's output with `RUST_LOG` (e.g. `RUST_LOG=corenet_extensions=trace`).
+fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// One end of a connection, from one bus's point of view.
 struct End {
     /// The remote, as this side's bus knows it.
@@ -62,6 +70,7 @@ struct Pending(
 
 /// Adds a mux to a bus as a session, then starts its driver.
 async fn add(bus: &Extensions, Pending(mux, driver): Pending) -> End {
+    trace();
     let remote = Peer::new(mux.stream_info().remote_public_key);
     bus.add_session(remote.clone(), mux.clone()).await.unwrap();
     if let Some(d) = driver {
@@ -794,4 +803,33 @@ async fn binary_messages_keep_every_byte() {
     assert_eq!(recv(&mut inbox).await.0, Bytes::from(all));
     assert!(recv(&mut inbox).await.0.is_empty());
     let _ = Utf8; // the encodings are plain values too
+}
+
+#[tokio::test]
+async fn the_first_stream_keeps_what_arrived_before_it_was_taken_and_never_stalls() {
+    let (a, b) = (Extensions::new(), Extensions::new());
+    let ea = a.register("early", ExtensionOptions::utf8()).await.unwrap();
+    let eb = b
+        .register("early", ExtensionOptions::utf8().with_stream_buffer(4))
+        .await
+        .unwrap();
+    let (to_b, _) = connect(&a, &b).await;
+    for i in 0..10 {
+        ea.send(&i.to_string(), &to_b.remote).unwrap();
+    }
+    // Nobody reads B's stream yet: it keeps four and drops the rest, without holding A back.
+    sleep(Duration::from_millis(300)).await;
+    ea.send("after", &to_b.remote).unwrap();
+    sleep(Duration::from_millis(100)).await;
+    let mut inbox = eb.messages();
+    for want in ["0", "1", "2", "3"] {
+        assert_eq!(recv(&mut inbox).await.0, want);
+    }
+    ea.send("claimed", &to_b.remote).unwrap();
+    assert_eq!(recv(&mut inbox).await.0, "claimed");
+    // A second stream starts now.
+    let mut second = eb.messages();
+    ea.send("both", &to_b.remote).unwrap();
+    assert_eq!(recv(&mut inbox).await.0, "both");
+    assert_eq!(recv(&mut second).await.0, "both");
 }
