@@ -71,7 +71,23 @@ struct Session {
     watcher: JoinHandle<()>,
 }
 
-/// The actor: registrations and sessions. See the [module docs](self).
+/// The actor: owns the registrations (by name) and the sessions (by [`SessionId`], each with
+/// its [`MuxHandle`]).
+///
+/// - Adding a session opens every registered extension's channel on its mux, and registering
+///   opens the new extension's channel on every session, inside the handler: once
+///   [`AddSession`] is answered, the channels and pairing hooks exist (add a session before
+///   its mux driver runs and no early frame is missed).
+/// - Each (session, extension) pair is a slot served by its own task, spawned on the
+///   session's runtime ([`AddSession::runtime`]) or else on the actor's arbiter. The data
+///   path (send, receive, decode, dispatch) never crosses the actor's mailbox or thread.
+/// - A session whose connection closes is removed by a watcher task; the owner may remove
+///   it first with [`RemoveSession`].
+/// - When the actor stops ([`Shutdown`], or every handle dropped), every extension is
+///   destroyed.
+///
+/// Use it from tokio through [`Extensions`]; inside an actix system, start it with
+/// `ExtensionBus::new().start()` and send it the messages directly.
 #[derive(Debug, Default)]
 pub struct ExtensionBus {
     /// Registrations by name.

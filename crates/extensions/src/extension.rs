@@ -329,7 +329,7 @@ pub(crate) struct ExtShared<E: Encoding> {
     subscribers_epoch: AtomicU64,
     /// The stream created at registration (without an `on_message` handler), until the
     /// first [`Extension::messages`] call takes it.
-    unclaimed: Mutex<Option<mpsc::Receiver<(E::Message, Peer)>>>,
+    unclaimed: Mutex<Option<Inbox<E::Message>>>,
     /// Destroyed: nothing more is sent, received or attached.
     destroyed: AtomicBool,
 }
@@ -720,7 +720,15 @@ impl<E: Encoding> SlotTask<E> {
             Undelivered::Disconnected,
         );
         self.report_failures(failures, Undelivered::Disconnected);
-        lock(&self.ext.slots).remove(&self.slot.peer.session());
+        let mut slots = lock(&self.ext.slots);
+        let session = self.slot.peer.session();
+        // Only ours: an owner that numbers sessions itself may have reused the id.
+        if slots
+            .get(&session)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+        {
+            slots.remove(&session);
+        }
     }
 
     fn limiter(&mut self, now: Instant) -> &mut RateLimiter {
@@ -914,6 +922,9 @@ enum Delivery {
     /// The slot finished while waiting.
     Stopped,
 }
+
+/// The receiving end of a message stream.
+type Inbox<M> = mpsc::Receiver<(M, Peer)>;
 
 /// A message stream.
 struct Subscriber<M> {
@@ -1158,7 +1169,7 @@ impl<E: Encoding> Extension<E> {
 /// The messages of an extension, with their senders (see [`Extension::messages`]).
 pub struct Messages<E: Encoding> {
     /// The stream's queue.
-    rx: mpsc::Receiver<(E::Message, Peer)>,
+    rx: Inbox<E::Message>,
 }
 
 impl<E: Encoding> fmt::Debug for Messages<E> {
