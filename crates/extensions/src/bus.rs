@@ -473,8 +473,8 @@ impl Extensions {
         self.ask(GetExtensions).await
     }
 
-    /// Destroys every extension and stops the bus (sessions' muxes stay open: they belong to
-    /// their owner).
+    /// Destroys every extension (closing its channels) and stops the bus, which drops its
+    /// handles of the sessions' muxes: a mux stays open as long as its owner holds a handle.
     pub async fn close(&self) {
         let _ = self.addr.send(Shutdown).await;
     }
