@@ -47,8 +47,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs a user callback; a panic in it is logged and goes no further (it must not take the
-/// bus's thread, or the slot, down with it).
+/// Runs a user callback; a panic in it is logged and goes no further (it must not end the
+/// slot's task, and with it the peer's channel, or the runtime's thread).
 fn guarded(what: &str, f: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {
         error!(callback = what, "an extension callback panicked");

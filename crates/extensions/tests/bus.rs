@@ -833,3 +833,27 @@ async fn the_first_stream_keeps_what_arrived_before_it_was_taken_and_never_stall
     assert_eq!(recv(&mut inbox).await.0, "both");
     assert_eq!(recv(&mut second).await.0, "both");
 }
+
+#[tokio::test]
+async fn a_panicking_handler_loses_one_message_not_the_channel() {
+    let (a, b) = (Extensions::new(), Extensions::new());
+    let ea = a.register("chat", ExtensionOptions::utf8()).await.unwrap();
+    let (tx, mut handled) = mpsc::channel(16);
+    let _eb = b
+        .register(
+            "chat",
+            ExtensionOptions::utf8().on_message(move |m: String, _: &Peer| {
+                assert_ne!(m, "boom", "the handler panics on purpose");
+                let _ = tx.try_send(m);
+            }),
+        )
+        .await
+        .unwrap();
+    let (to_b, _) = connect(&a, &b).await;
+    for m in ["before", "boom", "after"] {
+        ea.send(m, &to_b.remote).unwrap();
+    }
+    assert_eq!(next(&mut handled).await, "before");
+    assert_eq!(next(&mut handled).await, "after");
+    assert!(ea.is_open(&to_b.remote));
+}
