@@ -12,6 +12,11 @@
 //   {"cmd":"mutableGet","publicKey":hex}                 -> {"event":"mutableGet","value":hex|null,"seq":n}
 //   {"cmd":"immutablePut","value":hex}                   -> {"event":"immutablePut","hash":hex}
 //   {"cmd":"immutableGet","hash":hex}                    -> {"event":"immutableGet","value":hex|null}
+//   {"cmd":"listen","seed":hex,"refuse":hex?}            -> {"event":"listening","publicKey":hex,"relayAddresses":[...]}
+//        then per connection {"event":"connection","remotePublicKey":hex}; it echoes every
+//        byte back and ends when the client ends. A client with key `refuse` is firewalled.
+//   {"cmd":"connect","publicKey":hex,"seed":hex,"data":hex} -> {"event":"connected","remotePublicKey":hex}
+//        then {"event":"echo","data":hex} once as many bytes came back, or {"event":"error"}
 // Errors print {"event":"error","message":...}. The process exits when stdin ends.
 'use strict'
 const DHT = require('hyperdht')
@@ -66,6 +71,35 @@ async function main () {
       } else if (c.cmd === 'immutablePut') {
         const r = await node.immutablePut(buf(c.value))
         print({ event: 'immutablePut', hash: hex(r.hash) })
+      } else if (c.cmd === 'listen') {
+        const kp = DHT.keyPair(buf(c.seed))
+        const server = node.createServer({
+          firewall: (remotePublicKey) => !!c.refuse && hex(remotePublicKey) === c.refuse
+        }, (conn) => {
+          print({ event: 'connection', remotePublicKey: hex(conn.remotePublicKey) })
+          conn.on('data', (d) => conn.write(d))
+          conn.on('end', () => conn.end())
+          conn.on('error', (err) => print({ event: 'connectionError', message: err.message }))
+        })
+        await server.listen(kp)
+        print({ event: 'listening', publicKey: hex(kp.publicKey), relayAddresses: server.relayAddresses.map((a) => a.host + ':' + a.port) })
+      } else if (c.cmd === 'connect') {
+        const kp = DHT.keyPair(buf(c.seed))
+        const conn = node.connect(buf(c.publicKey), { keyPair: kp })
+        const want = buf(c.data)
+        let got = b4a.alloc(0)
+        conn.on('open', () => {
+          print({ event: 'connected', remotePublicKey: hex(conn.remotePublicKey) })
+          conn.write(want)
+        })
+        conn.on('data', (d) => {
+          got = b4a.concat([got, d])
+          if (got.length >= want.length) {
+            print({ event: 'echo', data: hex(got) })
+            conn.end()
+          }
+        })
+        conn.on('error', (err) => print({ event: 'error', message: err.message, code: err.code }))
       } else if (c.cmd === 'immutableGet') {
         const r = await node.immutableGet(buf(c.hash))
         print({ event: 'immutableGet', value: r ? hex(r.value) : null })

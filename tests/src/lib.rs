@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The `tests/interop` directory.
 pub fn interop_dir() -> PathBuf {
@@ -46,27 +46,60 @@ pub struct JsPeer {
     child: Child,
     /// Its stdout, one JSON event per line.
     lines: Lines<BufReader<ChildStdout>>,
+    /// Its stdin, for scripts that take commands ([`JsPeer::spawn_interactive`]).
+    stdin: Option<ChildStdin>,
 }
 
 impl JsPeer {
     /// Starts `node <script> <args...>` in `tests/interop`.
     pub fn spawn(script: &str, args: &[&str]) -> Self {
+        Self::start(script, args, false)
+    }
+
+    /// Starts `node <script> <args...>` with a pipe to its stdin, for scripts that read
+    /// commands (one JSON object per line, see [`JsPeer::command`]).
+    pub fn spawn_interactive(script: &str, args: &[&str]) -> Self {
+        Self::start(script, args, true)
+    }
+
+    fn start(script: &str, args: &[&str], interactive: bool) -> Self {
         require_js();
         let mut child = Command::new("node")
             .arg(script)
             .args(args)
             .current_dir(interop_dir())
-            .stdin(Stdio::piped())
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("cannot start node (is Node.js installed?)");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         JsPeer {
             child,
             lines: BufReader::new(stdout).lines(),
+            stdin,
         }
+    }
+
+    /// Sends one command line (a JSON value) to an interactive peer.
+    pub async fn command(&mut self, command: serde_json::Value) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("the JS peer was not started with spawn_interactive");
+        let mut line = command.to_string();
+        line.push('\n');
+        stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("writing a command to the JS peer");
+        stdin.flush().await.expect("flushing the JS peer's stdin");
     }
 
     /// The next event, waiting at most `wait`; panics on timeout or exit.
@@ -97,29 +130,14 @@ impl JsPeer {
         }
     }
 
-    /// Sends one line (a JSON command) to the peer's stdin.
-    pub async fn send_line(&mut self, line: &str) {
-        use tokio::io::AsyncWriteExt;
-        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
-        stdin
-            .write_all(line.as_bytes())
-            .await
-            .expect("writing to the JS peer");
-        stdin
-            .write_all(b"\n")
-            .await
-            .expect("writing to the JS peer");
-        stdin.flush().await.expect("writing to the JS peer");
-    }
-
-    /// Sends a JSON command and waits for the event named `reply`.
-    pub async fn command(
+    /// Sends a JSON command to an interactive peer and waits for the event named `reply`.
+    pub async fn request(
         &mut self,
         cmd: serde_json::Value,
         reply: &str,
         wait: Duration,
     ) -> serde_json::Value {
-        self.send_line(&cmd.to_string()).await;
+        self.command(cmd).await;
         self.expect(reply, wait).await
     }
 

@@ -52,7 +52,7 @@ async fn rust_node(bootstrap: Vec<SocketAddrV4>) -> Dht {
 
 #[tokio::test]
 async fn rust_nodes_in_a_js_testnet() {
-    let mut js = JsPeer::spawn("dht-peer.js", &["testnet", "4"]);
+    let mut js = JsPeer::spawn_interactive("dht-peer.js", &["testnet", "4"]);
     let ready = js.expect("ready", WAIT).await;
     let bootstrap: Vec<SocketAddrV4> = ready["bootstrap"]
         .as_array()
@@ -77,7 +77,7 @@ async fn rust_nodes_in_a_js_testnet() {
         .unwrap();
     assert!(r.commits > 0);
     let found = js
-        .command(
+        .request(
             json!({"cmd": "lookup", "topic": hex::encode(t1)}),
             "lookup",
             WAIT,
@@ -94,7 +94,7 @@ async fn rust_nodes_in_a_js_testnet() {
 
     // JS announces, Rust finds it.
     let t2 = topic("js announces, rust looks up");
-    js.command(
+    js.request(
         json!({"cmd": "announce", "topic": hex::encode(t2), "seed": hex::encode([0x22; 32])}),
         "announced",
         WAIT,
@@ -112,7 +112,7 @@ async fn rust_nodes_in_a_js_testnet() {
         .await
         .unwrap();
     let got = js
-        .command(
+        .request(
             json!({"cmd": "mutableGet", "publicKey": mkp.public_key().to_hex()}),
             "mutableGet",
             WAIT,
@@ -120,7 +120,7 @@ async fn rust_nodes_in_a_js_testnet() {
         .await;
     assert_eq!(got["value"], json!(hex::encode(b"from rust")));
     assert_eq!(got["seq"], json!(3));
-    js.command(json!({"cmd": "mutablePut", "seed": hex::encode([0x24; 32]), "value": hex::encode(b"from js"), "seq": 5}), "mutablePut", WAIT).await;
+    js.request(json!({"cmd": "mutablePut", "seed": hex::encode([0x24; 32]), "value": hex::encode(b"from js"), "seq": 5}), "mutablePut", WAIT).await;
     let m = b
         .mutable_get(KeyPair::from_seed([0x24; 32]).public_key(), 0)
         .await
@@ -134,7 +134,7 @@ async fn rust_nodes_in_a_js_testnet() {
         .await
         .unwrap();
     let got = js
-        .command(
+        .request(
             json!({"cmd": "immutableGet", "hash": hex::encode(hash)}),
             "immutableGet",
             WAIT,
@@ -142,7 +142,7 @@ async fn rust_nodes_in_a_js_testnet() {
         .await;
     assert_eq!(got["value"], json!(hex::encode(b"immutable from rust")));
     let put = js
-        .command(
+        .request(
             json!({"cmd": "immutablePut", "value": hex::encode(b"immutable from js")}),
             "immutablePut",
             WAIT,
@@ -164,20 +164,20 @@ async fn rust_nodes_in_a_js_testnet() {
 async fn js_nodes_in_a_rust_testnet() {
     let testnet = Testnet::new(5, 0).await.unwrap();
     let boot = testnet.bootstrap[0].to_string();
-    let mut js1 = JsPeer::spawn("dht-peer.js", &["node", &boot, "persistent"]);
+    let mut js1 = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot, "persistent"]);
     js1.expect("ready", WAIT).await;
-    let mut js2 = JsPeer::spawn("dht-peer.js", &["node", &boot, "ephemeral"]);
+    let mut js2 = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot, "ephemeral"]);
     js2.expect("ready", WAIT).await;
 
     let t = topic("js announce in a rust testnet");
-    js1.command(
+    js1.request(
         json!({"cmd": "announce", "topic": hex::encode(t), "seed": hex::encode([0x31; 32])}),
         "announced",
         WAIT,
     )
     .await;
     let found = js2
-        .command(
+        .request(
             json!({"cmd": "lookup", "topic": hex::encode(t)}),
             "lookup",
             WAIT,
@@ -199,7 +199,7 @@ async fn js_nodes_in_a_rust_testnet() {
     let t2 = topic("rust announce, js in a rust testnet");
     testnet.nodes[3].announce(t2, &kp, vec![]).await.unwrap();
     let found = js2
-        .command(
+        .request(
             json!({"cmd": "lookup", "topic": hex::encode(t2)}),
             "lookup",
             WAIT,

@@ -158,3 +158,63 @@ pub(crate) async fn lookup(
     dht.destroy().await;
     Ok(())
 }
+
+/// `corenet listen` over the DHT: announced for find-peer; pipes the first connection, or
+/// echoes every connection with `echo`.
+pub(crate) async fn listen(
+    host: Ipv4Addr,
+    bootstrap: Vec<SocketAddrV4>,
+    key_pair: KeyPair,
+    echo: bool,
+) -> Result<(), CliError> {
+    let dht = node(host, bootstrap).await?;
+    let mut server = dht
+        .listen(&key_pair, None)
+        .await
+        .map_err(CliError::runtime)?;
+    println!("listening {}", key_pair.public_key());
+    loop {
+        let conn = tokio::select! {
+            c = server.accept() => c,
+            _ = shutdown_signal() => None,
+        };
+        let Some(conn) = conn else { break };
+        let remote = conn.stream.remote_public_key();
+        if echo {
+            eprintln!("connection {remote} {}", conn.remote_address);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let (mut r, mut w) = tokio::io::split(conn.stream);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        } else {
+            eprintln!("connected {remote}");
+            let r = crate::tcp::pipe(conn.stream).await;
+            server.close().await;
+            dht.destroy().await;
+            return r;
+        }
+    }
+    server.close().await;
+    dht.destroy().await;
+    Ok(())
+}
+
+/// `corenet connect <public-key>` over the DHT.
+pub(crate) async fn connect(
+    host: Ipv4Addr,
+    bootstrap: Vec<SocketAddrV4>,
+    key_pair: KeyPair,
+    remote: corenet_codec::PublicKey,
+) -> Result<(), CliError> {
+    let dht = node(host, bootstrap).await?;
+    let conn = dht
+        .connect(&key_pair, remote, Vec::new())
+        .await
+        .map_err(CliError::runtime)?;
+    eprintln!("connected {}", conn.stream.remote_public_key());
+    let r = crate::tcp::pipe(conn.stream).await;
+    dht.destroy().await;
+    r
+}

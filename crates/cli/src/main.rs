@@ -144,11 +144,6 @@ fn init_tracing(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Listen { tcp: None, .. } | Command::Connect { tcp: None, .. } = cli.command {
-        return Err(CliError::Usage(
-            "connections over the DHT are not available in this build yet; use --tcp ADDR".into(),
-        ));
-    }
     if let Command::Testnet { nodes, port } = cli.command {
         return dht::testnet(nodes, port).await;
     }
@@ -187,8 +182,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             tcp::connect(&addr, expect, key_pair).await
         }
-        Command::Listen { tcp: None, .. } | Command::Connect { tcp: None, .. } => {
-            unreachable!("checked above")
+        Command::Listen { tcp: None, echo } => dht::listen(host, bootstrap, key_pair, echo).await,
+        Command::Connect {
+            public_key,
+            tcp: None,
+            remote_key,
+        } => {
+            let Some(pk) = public_key.or(remote_key) else {
+                return Err(CliError::Usage(
+                    "connect needs the server's public key (or --tcp ADDR)".into(),
+                ));
+            };
+            dht::connect(host, bootstrap, key_pair, pk).await
         }
     }
 }

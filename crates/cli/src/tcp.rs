@@ -68,7 +68,10 @@ pub(crate) async fn connect(
 }
 
 /// stdin to the stream (then half-close), the stream to stdout; returns when both have ended.
-async fn pipe(stream: SecretStream<TcpStream>) -> Result<(), CliError> {
+pub(crate) async fn pipe<S>(stream: S) -> Result<(), CliError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut r, mut w) = tokio::io::split(stream);
     let up = async {
         let mut stdin = tokio::io::stdin();

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context as TaskContext, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -21,45 +21,15 @@ use corenet_codec::PublicKey;
 use corenet_noise::KeyPair;
 use tokio::sync::{mpsc, oneshot};
 
+use corenet_noise::{Config as SecretConfig, SecretStream};
+use corenet_udx::{StreamConfig, UdxSocket, UdxStream};
+
 use crate::hyper::messages::{MutableGet, PeerRecord};
-use crate::hyper::{HyperConfig, HyperDht, HyperEvent, OpError, OpId, OpResult};
+use crate::hyper::{
+    ConnectError, ConnectId, HandshakeId, HyperConfig, HyperDht, HyperEvent, OpError, OpId,
+    OpResult, ServerId,
+};
 use crate::rpc::{self, Event as RpcEvent, SocketKind};
-
-/// What the DHT needs from a UDP socket (shared with UDX streams in production).
-pub trait DatagramSocket: Send + Sync + 'static {
-    /// The bound address.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
-    /// Sends without waiting; a full socket buffer drops the datagram (the DHT retries).
-    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()>;
-    /// The next datagram that is not a UDX packet.
-    fn poll_recv_datagram(&self, cx: &mut TaskContext<'_>)
-        -> Poll<io::Result<(Bytes, SocketAddr)>>;
-}
-
-impl DatagramSocket for tokio::net::UdpSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        tokio::net::UdpSocket::local_addr(self)
-    }
-    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
-        match tokio::net::UdpSocket::try_send_to(self, buf, to) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-    fn poll_recv_datagram(
-        &self,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<io::Result<(Bytes, SocketAddr)>> {
-        let mut buf = [0u8; 2048];
-        let mut rb = tokio::io::ReadBuf::new(&mut buf);
-        match self.poll_recv_from(cx, &mut rb) {
-            Poll::Ready(Ok(from)) => Poll::Ready(Ok((Bytes::copy_from_slice(rb.filled()), from))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
 
 /// Errors of the [`Dht`] handle.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +41,41 @@ pub enum Error {
     /// Binding a socket failed.
     #[error("cannot bind the DHT sockets: {0}")]
     Bind(#[from] io::Error),
+    /// A UDX socket or stream failed.
+    #[error("UDX: {0}")]
+    Udx(#[from] corenet_udx::Error),
     /// An operation failed.
     #[error(transparent)]
     Op(#[from] OpError),
+    /// A connect failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
+
+/// An encrypted connection made or accepted through the DHT: a secret stream over a UDX
+/// stream, started from the Noise IK handshake.
+#[derive(Debug)]
+pub struct Connection {
+    /// The stream.
+    pub stream: SecretStream<UdxStream>,
+    /// The remote's address.
+    pub remote_address: SocketAddrV4,
+    /// We connected (the Noise initiator).
+    pub is_initiator: bool,
+}
+
+/// The future a [`Firewall`] returns.
+pub type FirewallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// Decides whether a server accepts a client: `(remote public key, client address as the
+/// relay saw it)` to `true` (accept) or `false` (refuse: the client gets no answer). It runs
+/// before anything is sent back.
+pub type Firewall = Arc<dyn Fn(PublicKey, SocketAddrV4) -> FirewallFuture + Send + Sync>;
+
+/// The keepalive interval of DHT connections (hyperdht's `connectionKeepAlive`).
+pub const CONNECTION_KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long an accepted connection waits for the client's first packet.
+pub const FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of a [`Dht`] node. Every setter states its default.
 #[derive(Debug, Clone)]
@@ -196,12 +197,22 @@ enum Sink {
 /// The actor. See the [module docs](self).
 pub struct DhtActor {
     core: HyperDht,
-    server: Arc<dyn DatagramSocket>,
-    client: Arc<dyn DatagramSocket>,
+    server: UdxSocket,
+    client: UdxSocket,
     timer: Option<(Instant, SpawnHandle)>,
     sinks: HashMap<OpId, Sink>,
     bootstrap_waiters: Vec<oneshot::Sender<()>>,
     local: SocketAddrV4,
+    servers: HashMap<ServerId, ServerState>,
+    accepting: HashMap<HandshakeId, UdxStream>,
+    connects: HashMap<ConnectId, (UdxStream, oneshot::Sender<Result<Connection, Error>>)>,
+}
+
+/// A listening server's plumbing in the actor.
+struct ServerState {
+    firewall: Option<Firewall>,
+    connections: mpsc::Sender<Connection>,
+    announced: Option<oneshot::Sender<Vec<SocketAddrV4>>>,
 }
 
 impl std::fmt::Debug for DhtActor {
@@ -227,12 +238,8 @@ struct Datagram(SocketKind, Bytes, SocketAddr);
 
 impl DhtActor {
     /// An actor over the given sockets (the server socket's address is the node's identity).
-    pub fn new(
-        config: &DhtConfig,
-        server: Arc<dyn DatagramSocket>,
-        client: Arc<dyn DatagramSocket>,
-    ) -> io::Result<Self> {
-        let local = v4(server.local_addr()?)
+    pub fn new(config: &DhtConfig, server: UdxSocket, client: UdxSocket) -> io::Result<Self> {
+        let local = v4(server.local_addr())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "IPv4 socket required"))?;
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
@@ -266,37 +273,39 @@ impl DhtActor {
             sinks: HashMap::new(),
             bootstrap_waiters: Vec::new(),
             local,
+            servers: HashMap::new(),
+            accepting: HashMap::new(),
+            connects: HashMap::new(),
         })
     }
 
-    fn recv_stream(
-        sock: Arc<dyn DatagramSocket>,
-        kind: SocketKind,
-    ) -> impl futures::Stream<Item = Datagram> {
-        futures::stream::poll_fn(move |cx| loop {
-            match sock.poll_recv_datagram(cx) {
-                Poll::Ready(Ok((b, from))) => return Poll::Ready(Some(Datagram(kind, b, from))),
-                // ICMP errors (connection refused) surface as recv errors on Linux: ignore.
-                Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::NotConnected => continue,
-                Poll::Ready(Err(_)) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
+    fn recv_stream(sock: UdxSocket, kind: SocketKind) -> impl futures::Stream<Item = Datagram> {
+        futures::stream::poll_fn(move |cx| match sock.poll_recv_datagram(cx) {
+            Poll::Ready(Some((b, from))) => Poll::Ready(Some(Datagram(kind, Bytes::from(b), from))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         })
+    }
+
+    fn socket(&self, kind: SocketKind) -> &UdxSocket {
+        match kind {
+            SocketKind::Server => &self.server,
+            SocketKind::Client => &self.client,
+        }
     }
 
     /// Sends what the core queued, dispatches its events and re-arms the timer.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         while let Some(t) = self.core.poll_transmit() {
-            let sock = match t.socket {
-                SocketKind::Server => &self.server,
-                SocketKind::Client => &self.client,
-            };
-            if let Err(e) = sock.try_send_to(&t.bytes, SocketAddr::V4(t.to)) {
+            if let Err(e) = self
+                .socket(t.socket)
+                .try_send_to(&t.bytes, SocketAddr::V4(t.to))
+            {
                 tracing::debug!(to = %t.to, error = %e, "datagram not sent");
             }
         }
         while let Some(e) = self.core.poll_event() {
-            self.dispatch(e);
+            self.dispatch(e, ctx);
         }
         self.arm_timer(ctx);
     }
@@ -320,7 +329,7 @@ impl DhtActor {
         self.timer = Some((at, h));
     }
 
-    fn dispatch(&mut self, e: HyperEvent) {
+    fn dispatch(&mut self, e: HyperEvent, ctx: &mut Context<Self>) {
         match e {
             HyperEvent::LookupReply {
                 op,
@@ -373,8 +382,160 @@ impl DhtActor {
                     let _ = w.send(());
                 }
             }
+            HyperEvent::ServerAnnounced {
+                server,
+                relay_addresses,
+            } => {
+                if let Some(tx) = self
+                    .servers
+                    .get_mut(&server)
+                    .and_then(|s| s.announced.take())
+                {
+                    let _ = tx.send(relay_addresses);
+                }
+            }
+            HyperEvent::IncomingHandshake {
+                server,
+                handshake,
+                remote_public_key,
+                client_address,
+                socket,
+                ..
+            } => {
+                let firewall = self.servers.get(&server).and_then(|s| s.firewall.clone());
+                match firewall {
+                    None => self.accept(handshake, socket, ctx),
+                    Some(f) => {
+                        let fut = f(remote_public_key, client_address);
+                        ctx.spawn(fut.into_actor(self).map(move |allow, act, ctx| {
+                            if allow {
+                                act.accept(handshake, socket, ctx);
+                            } else {
+                                tracing::debug!(remote = %remote_public_key, "firewall refused a client");
+                                act.core.reject(Instant::now(), handshake);
+                                act.flush(ctx);
+                            }
+                        }));
+                    }
+                }
+            }
+            HyperEvent::ServerConnection {
+                server,
+                handshake,
+                result,
+                remote_udx_id,
+                connect,
+            } => {
+                let Some(stream) = self.accepting.remove(&handshake) else {
+                    return;
+                };
+                let Some(tx) = self.servers.get(&server).map(|s| s.connections.clone()) else {
+                    stream.destroy();
+                    return;
+                };
+                let connected = match connect {
+                    Some(addr) => stream
+                        .connect(remote_udx_id, SocketAddr::V4(addr))
+                        .map(|()| Some(addr)),
+                    None => stream.connect_on_first_packet(remote_udx_id).map(|()| None),
+                };
+                let addr = match connected {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot connect an accepted stream");
+                        return;
+                    }
+                };
+                ctx.spawn(
+                    async move {
+                        let remote_address = match addr {
+                            Some(a) => a,
+                            // Wait (bounded) for the client's first packet to learn its address.
+                            None => {
+                                match tokio::time::timeout(FIRST_PACKET_TIMEOUT, stream.connected())
+                                    .await
+                                {
+                                    Ok(Ok((_, a))) => match v4(a) {
+                                        Some(a) => a,
+                                        None => return None,
+                                    },
+                                    _ => {
+                                        stream.destroy();
+                                        return None;
+                                    }
+                                }
+                            }
+                        };
+                        let cfg = SecretConfig::default().with_keepalive(CONNECTION_KEEPALIVE);
+                        let mut stream = SecretStream::from_handshake(stream, result, cfg);
+                        send_header(&mut stream).await;
+                        Some(Connection {
+                            stream,
+                            remote_address,
+                            is_initiator: false,
+                        })
+                    }
+                    .into_actor(self)
+                    .map(move |conn, _act, _ctx| {
+                        if let Some(conn) = conn {
+                            if tx.try_send(conn).is_err() {
+                                tracing::debug!(
+                                    "server connection dropped: the application is not accepting"
+                                );
+                            }
+                        }
+                    }),
+                );
+            }
+            HyperEvent::Connected {
+                connect,
+                result,
+                remote_udx_id,
+                address,
+                ..
+            } => {
+                let Some((stream, tx)) = self.connects.remove(&connect) else {
+                    return;
+                };
+                if let Err(e) = stream.connect(remote_udx_id, SocketAddr::V4(address)) {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+                let cfg = SecretConfig::default().with_keepalive(CONNECTION_KEEPALIVE);
+                let mut stream = SecretStream::from_handshake(stream, result, cfg);
+                // The header frame is the first packet the server sees from us: send it now.
+                actix::spawn(async move {
+                    send_header(&mut stream).await;
+                    let _ = tx.send(Ok(Connection {
+                        stream,
+                        remote_address: address,
+                        is_initiator: true,
+                    }));
+                });
+            }
+            HyperEvent::ConnectFailed { connect, error } => {
+                if let Some((stream, tx)) = self.connects.remove(&connect) {
+                    stream.destroy();
+                    let _ = tx.send(Err(error.into()));
+                }
+            }
             other => tracing::trace!(event = ?other, "dht event"),
         }
+    }
+
+    fn accept(&mut self, handshake: HandshakeId, socket: SocketKind, ctx: &mut Context<Self>) {
+        match self.socket(socket).create_stream(StreamConfig::default()) {
+            Ok(stream) => {
+                let id = stream.id();
+                self.accepting.insert(handshake, stream);
+                self.core.accept(Instant::now(), handshake, id);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot create a stream for a client");
+                self.core.reject(Instant::now(), handshake);
+            }
+        }
+        self.flush(ctx);
     }
 
     fn info(&self) -> DhtInfo {
@@ -596,6 +757,130 @@ impl Handler<GetImmutable> for DhtActor {
     }
 }
 
+/// `Listen`: start a server for a key pair. Connections arrive on the returned channel; the
+/// oneshot resolves with the relay addresses after the first announce.
+#[derive(Message)]
+#[rtype(result = "ListenResult")]
+pub struct Listen {
+    /// The server's identity.
+    pub key_pair: KeyPair,
+    /// Decides about each client before anything is answered; `None` accepts everyone.
+    pub firewall: Option<Firewall>,
+    /// Connections accepted but not yet taken by the application (extra ones are closed).
+    pub backlog: usize,
+}
+
+impl std::fmt::Debug for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listen")
+            .field("public_key", &self.key_pair.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Listen`] returns.
+pub type ListenResult = (
+    ServerId,
+    mpsc::Receiver<Connection>,
+    oneshot::Receiver<Vec<SocketAddrV4>>,
+);
+
+impl Handler<Listen> for DhtActor {
+    type Result = MessageResult<Listen>;
+    fn handle(&mut self, msg: Listen, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = mpsc::channel(msg.backlog.max(1));
+        let (atx, arx) = oneshot::channel();
+        let id = self.core.listen(Instant::now(), &msg.key_pair);
+        self.servers.insert(
+            id,
+            ServerState {
+                firewall: msg.firewall,
+                connections: tx,
+                announced: Some(atx),
+            },
+        );
+        self.flush(ctx);
+        MessageResult((id, rx, arx))
+    }
+}
+
+/// `CloseServer`: stop a server and unannounce it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CloseServer {
+    /// Which.
+    pub server: ServerId,
+}
+
+impl Handler<CloseServer> for DhtActor {
+    type Result = ();
+    fn handle(&mut self, msg: CloseServer, ctx: &mut Self::Context) {
+        self.servers.remove(&msg.server);
+        self.core.close_server(Instant::now(), msg.server);
+        self.flush(ctx);
+    }
+}
+
+/// `GetRelayAddresses`: a server's current relay addresses.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<SocketAddrV4>")]
+pub struct GetRelayAddresses {
+    /// Which server.
+    pub server: ServerId,
+}
+
+impl Handler<GetRelayAddresses> for DhtActor {
+    type Result = MessageResult<GetRelayAddresses>;
+    fn handle(&mut self, msg: GetRelayAddresses, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.server_relay_addresses(msg.server))
+    }
+}
+
+/// `Connect`: an encrypted connection to the server with this public key.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<Connection, Error>>")]
+pub struct Connect {
+    /// Our identity.
+    pub key_pair: KeyPair,
+    /// The server's key.
+    pub remote_public_key: PublicKey,
+    /// Nodes that forward handshakes to it (from a lookup record), tried first.
+    pub relay_addresses: Vec<SocketAddrV4>,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("remote_public_key", &self.remote_public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler<Connect> for DhtActor {
+    type Result = MessageResult<Connect>;
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let socket = self.core.node().request_socket();
+        match self.socket(socket).create_stream(StreamConfig::default()) {
+            Ok(stream) => {
+                let id = self.core.connect(
+                    Instant::now(),
+                    &msg.key_pair,
+                    msg.remote_public_key,
+                    stream.id(),
+                    msg.relay_addresses,
+                );
+                self.connects.insert(id, (stream, tx));
+                self.flush(ctx);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+            }
+        }
+        MessageResult(rx)
+    }
+}
+
 /// `GetInfo`: facts about the node.
 #[derive(Debug, Message)]
 #[rtype(result = "DhtInfo")]
@@ -678,27 +963,22 @@ pub struct Dht {
 impl Dht {
     /// Binds the two sockets on `host` and starts a node on the shared actor thread.
     pub async fn spawn(config: DhtConfig) -> Result<Dht, Error> {
-        let host = IpAddr::V4(config.host);
-        let server = std::net::UdpSocket::bind((host, config.port)).or_else(|e| {
-            if config.port != 0 {
-                Err(e)
-            } else {
-                std::net::UdpSocket::bind((host, 0))
-            }
-        })?;
-        let client = std::net::UdpSocket::bind((host, 0))?;
-        server.set_nonblocking(true)?;
-        client.set_nonblocking(true)?;
         let (tx, rx) = oneshot::channel();
-        let cfg = config.clone();
         system().spawn(async move {
-            let r = (|| -> io::Result<Addr<DhtActor>> {
-                let server: Arc<dyn DatagramSocket> =
-                    Arc::new(tokio::net::UdpSocket::from_std(server)?);
-                let client: Arc<dyn DatagramSocket> =
-                    Arc::new(tokio::net::UdpSocket::from_std(client)?);
-                Ok(DhtActor::new(&cfg, server, client)?.start())
-            })();
+            let r = async {
+                let host = IpAddr::V4(config.host);
+                let server = match UdxSocket::bind(SocketAddr::new(host, config.port)).await {
+                    Ok(s) => s,
+                    Err(_) if config.port != 0 => {
+                        // The port is taken: JS falls back to any port.
+                        UdxSocket::bind(SocketAddr::new(host, 0)).await?
+                    }
+                    Err(e) => return Err(Error::from(e)),
+                };
+                let client = UdxSocket::bind(SocketAddr::new(host, 0)).await?;
+                Ok::<_, Error>(DhtActor::new(&config, server, client)?.start())
+            }
+            .await;
             let _ = tx.send(r);
         });
         let addr = rx.await.map_err(|_| Error::Shutdown)??;
@@ -832,9 +1112,89 @@ impl Dht {
         Ok(rx.await.map_err(|_| Error::Shutdown)??)
     }
 
+    /// Starts a server for `key_pair` and waits for its first announce; `firewall` decides
+    /// about each client (default: accept all).
+    pub async fn listen(
+        &self,
+        key_pair: &KeyPair,
+        firewall: Option<Firewall>,
+    ) -> Result<Server, Error> {
+        let (id, connections, announced) = self
+            .ask(Listen {
+                key_pair: key_pair.clone(),
+                firewall,
+                backlog: 64,
+            })
+            .await?;
+        let relay_addresses = announced.await.map_err(|_| Error::Shutdown)?;
+        Ok(Server {
+            id,
+            public_key: key_pair.public_key(),
+            connections,
+            relay_addresses,
+            dht: self.clone(),
+        })
+    }
+
+    /// Connects to the server with `remote_public_key` (its relay addresses, if known from a
+    /// lookup, are tried first).
+    pub async fn connect(
+        &self,
+        key_pair: &KeyPair,
+        remote_public_key: PublicKey,
+        relay_addresses: Vec<SocketAddrV4>,
+    ) -> Result<Connection, Error> {
+        let rx = self
+            .ask(Connect {
+                key_pair: key_pair.clone(),
+                remote_public_key,
+                relay_addresses,
+            })
+            .await?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
     /// Stops the node.
     pub async fn destroy(&self) {
         let _ = self.addr.send(Destroy).await;
+    }
+}
+
+/// A listening server: accept its connections, read its relay addresses, close it.
+#[derive(Debug)]
+pub struct Server {
+    id: ServerId,
+    public_key: PublicKey,
+    connections: mpsc::Receiver<Connection>,
+    relay_addresses: Vec<SocketAddrV4>,
+    dht: Dht,
+}
+
+impl Server {
+    /// The server's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// The next accepted connection; `None` once the server or the DHT is gone.
+    pub async fn accept(&mut self) -> Option<Connection> {
+        self.connections.recv().await
+    }
+
+    /// The relay addresses of the first announce (put them in topic records so clients can
+    /// reach this server directly).
+    pub fn relay_addresses(&self) -> &[SocketAddrV4] {
+        &self.relay_addresses
+    }
+
+    /// The relay addresses now (they change when relays fail).
+    pub async fn current_relay_addresses(&self) -> Result<Vec<SocketAddrV4>, Error> {
+        self.dht.ask(GetRelayAddresses { server: self.id }).await
+    }
+
+    /// Stops the server and unannounces it.
+    pub async fn close(self) {
+        let _ = self.dht.ask(CloseServer { server: self.id }).await;
     }
 }
 
@@ -903,5 +1263,13 @@ impl Testnet {
         for n in self.nodes.iter().rev() {
             n.destroy().await;
         }
+    }
+}
+
+/// Writes the secret stream's header frame now (the first packet the other side sees).
+async fn send_header(stream: &mut SecretStream<UdxStream>) {
+    use tokio::io::AsyncWriteExt;
+    if let Err(e) = stream.flush().await {
+        tracing::debug!(error = %e, "header frame not sent");
     }
 }

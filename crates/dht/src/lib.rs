@@ -37,4 +37,6 @@ pub const DEFAULT_BOOTSTRAP: [std::net::SocketAddrV4; 3] = [
 ];
 
 #[cfg(feature = "actor")]
-pub use actor::{Dht, DhtActor, DhtConfig, DhtInfo, Error, LookupItem, Testnet};
+pub use actor::{
+    Connection, Dht, DhtActor, DhtConfig, DhtInfo, Error, Firewall, LookupItem, Server, Testnet,
+};

@@ -206,6 +206,8 @@ pub enum HyperEvent {
         client_address: SocketAddrV4,
         /// The client's payload.
         payload: NoisePayload,
+        /// The socket the UDX stream for this connection must be created on.
+        socket: SocketKind,
     },
     /// A handshake was accepted and answered: connect the UDX stream and start the secret
     /// stream from `result` (we are the responder).
@@ -218,9 +220,8 @@ pub enum HyperEvent {
         result: HandshakeResult,
         /// The client's UDX stream id.
         remote_udx_id: u32,
-        /// Connect now from this socket to this address; `None` means wait for the client's
-        /// first packet.
-        connect: Option<(SocketKind, SocketAddrV4)>,
+        /// Connect now to this address; `None` means wait for the client's first packet.
+        connect: Option<SocketAddrV4>,
     },
     /// A connect succeeded at the Noise level: connect the UDX stream and start the secret
     /// stream from `result` (we are the initiator).
@@ -1729,6 +1730,7 @@ impl HyperDht {
         };
         let client_address = msg.peer_address.unwrap_or(req.from);
         let direct = msg.peer_address.is_none();
+        let req_socket = req.socket;
         let id = HandshakeId(self.next_id());
         self.pending_handshakes.insert(id, key);
         self.slots.insert(
@@ -1746,12 +1748,18 @@ impl HyperDht {
                 expires: now + HANDSHAKE_CLEAR_WAIT,
             },
         );
+        let socket = if direct {
+            req_socket
+        } else {
+            self.node.request_socket()
+        };
         self.events.push_back(HyperEvent::IncomingHandshake {
             server,
             handshake: id,
             remote_public_key,
             client_address,
             payload,
+            socket,
         });
     }
 
@@ -1839,18 +1847,7 @@ impl HyperDht {
             return;
         }
         let remote_udx_id = payload.udx.map_or(0, |u| u.id as u32);
-        let connect = if payload.firewall == firewall::OPEN || direct {
-            let socket = if direct {
-                waiters
-                    .first()
-                    .map_or(self.node.request_socket(), |w| w.req.socket)
-            } else {
-                self.node.request_socket()
-            };
-            Some((socket, client_address))
-        } else {
-            None
-        };
+        let connect = (payload.firewall == firewall::OPEN || direct).then_some(client_address);
         self.events.push_back(HyperEvent::ServerConnection {
             server,
             handshake: id,

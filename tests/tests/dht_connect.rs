@@ -1,0 +1,203 @@
+//! Encrypted connections through the DHT (Noise IK via PEER_HANDSHAKE, then a secret stream
+//! over UDX): Rust to Rust, Rust to JS hyperdht and JS to Rust, a firewall that refuses, and
+//! an unknown key that fails in bounded time.
+
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use corenet_dht::{Dht, DhtConfig, Testnet};
+use corenet_noise::KeyPair;
+use corenet_tests::{pattern, JsPeer};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn echo_server(mut server: corenet_dht::Server) {
+    while let Some(conn) = server.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(conn.stream);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+async fn exchange(conn: corenet_dht::Connection, data: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = tokio::io::split(conn.stream);
+    let d = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&d).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    writer.await.unwrap();
+    got
+}
+
+async fn node(bootstrap: Vec<SocketAddrV4>) -> Dht {
+    let d = Dht::spawn(
+        DhtConfig::default()
+            .with_host(std::net::Ipv4Addr::LOCALHOST)
+            .with_bootstrap(bootstrap)
+            .with_ephemeral(Some(false))
+            .with_firewalled(false),
+    )
+    .await
+    .unwrap();
+    d.bootstrapped().await.unwrap();
+    d
+}
+
+#[tokio::test]
+async fn rust_to_rust_through_the_dht() {
+    let testnet = Testnet::new(6, 0).await.unwrap();
+    let server_node = node(testnet.bootstrap.clone()).await;
+    let client_node = node(testnet.bootstrap.clone()).await;
+    let server_kp = KeyPair::from_seed([0x41; 32]);
+    let refused = KeyPair::from_seed([0x43; 32]);
+    let refused_pk = refused.public_key();
+    let firewall: corenet_dht::Firewall =
+        std::sync::Arc::new(move |pk, _addr| Box::pin(async move { pk != refused_pk }));
+    let server = tokio::time::timeout(WAIT, server_node.listen(&server_kp, Some(firewall)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!server.relay_addresses().is_empty());
+    tokio::spawn(echo_server(server));
+
+    let client_kp = KeyPair::from_seed([0x42; 32]);
+    let started = Instant::now();
+    let conn = tokio::time::timeout(
+        WAIT,
+        client_node.connect(&client_kp, server_kp.public_key(), vec![]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    println!("connect took {:?}", started.elapsed());
+    assert_eq!(conn.stream.remote_public_key(), server_kp.public_key());
+    let data = pattern(1 << 20, 3, 0);
+    assert_eq!(exchange(conn, &data).await, data);
+
+    // The firewall refuses this client: no answer, so the connect fails.
+    let r = tokio::time::timeout(
+        WAIT,
+        client_node.connect(&refused, server_kp.public_key(), vec![]),
+    )
+    .await
+    .unwrap();
+    assert!(r.is_err(), "a refused client must not connect");
+
+    // An unknown key fails in bounded time.
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        WAIT,
+        client_node.connect(
+            &client_kp,
+            KeyPair::from_seed([0x44; 32]).public_key(),
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            r,
+            Err(corenet_dht::Error::Connect(
+                corenet_dht::hyper::ConnectError::PeerNotFound
+            ))
+        ),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(25));
+    testnet.destroy().await;
+}
+
+#[tokio::test]
+async fn rust_client_to_js_server_and_js_client_to_rust_server() {
+    let mut js = JsPeer::spawn_interactive("dht-peer.js", &["testnet", "5"]);
+    let ready = js.expect("ready", WAIT).await;
+    let bootstrap: Vec<SocketAddrV4> = ready["bootstrap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().parse().unwrap())
+        .collect();
+    let rust = node(bootstrap.clone()).await;
+
+    // Rust client -> JS server.
+    let js_server = KeyPair::from_seed([0x51; 32]);
+    js.request(
+        json!({"cmd": "listen", "seed": hex::encode([0x51; 32])}),
+        "listening",
+        WAIT,
+    )
+    .await;
+    let client_kp = KeyPair::from_seed([0x52; 32]);
+    let conn = tokio::time::timeout(
+        WAIT,
+        rust.connect(&client_kp, js_server.public_key(), vec![]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ev = js.expect("connection", WAIT).await;
+    assert_eq!(
+        ev["remotePublicKey"],
+        json!(client_kp.public_key().to_hex())
+    );
+    let data = pattern(256 * 1024, 9, 0);
+    assert_eq!(exchange(conn, &data).await, data, "JS echoed our bytes");
+
+    // JS client -> Rust server.
+    let rust_server = KeyPair::from_seed([0x53; 32]);
+    let server = rust.listen(&rust_server, None).await.unwrap();
+    tokio::spawn(echo_server(server));
+    let msg = hex::encode(pattern(64 * 1024, 5, 0));
+    js.command(json!({"cmd": "connect", "publicKey": rust_server.public_key().to_hex(), "seed": hex::encode([0x54; 32]), "data": msg})).await;
+    let ev = js.expect("connected", WAIT).await;
+    assert_eq!(
+        ev["remotePublicKey"],
+        json!(rust_server.public_key().to_hex())
+    );
+    let ev = js.expect("echo", WAIT).await;
+    assert_eq!(
+        ev["data"],
+        json!(msg),
+        "our server echoed the JS client's bytes"
+    );
+    rust.destroy().await;
+}
+
+#[tokio::test]
+async fn js_server_refuses_a_rust_client_by_firewall() {
+    let mut js = JsPeer::spawn_interactive("dht-peer.js", &["testnet", "4"]);
+    let ready = js.expect("ready", WAIT).await;
+    let bootstrap: Vec<SocketAddrV4> = ready["bootstrap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().parse().unwrap())
+        .collect();
+    let rust = node(bootstrap).await;
+    let js_server = KeyPair::from_seed([0x61; 32]);
+    let client_kp = KeyPair::from_seed([0x62; 32]);
+    js.request(json!({"cmd": "listen", "seed": hex::encode([0x61; 32]), "refuse": client_kp.public_key().to_hex()}), "listening", WAIT).await;
+    let r = tokio::time::timeout(
+        WAIT,
+        rust.connect(&client_kp, js_server.public_key(), vec![]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.is_err(),
+        "the JS firewall refused us: {:?}",
+        r.map(|c| c.remote_address)
+    );
+    rust.destroy().await;
+}
