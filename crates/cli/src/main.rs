@@ -176,8 +176,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             server,
             client,
         } => {
-            let (server, client) = if server || client { (server, client) } else { (true, true) };
-            swarm::run(dht::topic(&topic), host, bootstrap, key_pair, server, client).await
+            let (server, client) = if server || client {
+                (server, client)
+            } else {
+                (true, true)
+            };
+            swarm::run(
+                dht::topic(&topic),
+                host,
+                bootstrap,
+                key_pair,
+                server,
+                client,
+            )
+            .await
         }
         Command::Testnet { .. } => unreachable!("handled above"),
         Command::Keygen => {
