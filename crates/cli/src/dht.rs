@@ -65,7 +65,7 @@ async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result<Dht, CliEr
     Ok(dht)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

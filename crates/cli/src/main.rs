@@ -6,6 +6,7 @@
 
 mod dht;
 mod identity;
+mod swarm;
 mod tcp;
 
 use std::net::IpAddr;
@@ -83,6 +84,18 @@ enum Command {
         /// 64 hex characters, or any text (hashed into a topic).
         topic: String,
     },
+    /// Join a topic; prints `joined <topic>`, then `connection <public-key> <client|server>`
+    /// and `disconnected <public-key>` as they happen. Both modes unless one is given.
+    Swarm {
+        /// 64 hex characters, or any text (hashed into a topic).
+        topic: String,
+        /// Announce (others connect to us).
+        #[arg(long)]
+        server: bool,
+        /// Look up and connect to others.
+        #[arg(long)]
+        client: bool,
+    },
 }
 
 /// A failure that ends the command with exit code 1 or 2.
@@ -158,6 +171,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             dht::announce(dht::topic(&topic), host, bootstrap, key_pair).await
         }
         Command::Lookup { topic } => dht::lookup(dht::topic(&topic), host, bootstrap).await,
+        Command::Swarm {
+            topic,
+            server,
+            client,
+        } => {
+            let (server, client) = if server || client {
+                (server, client)
+            } else {
+                (true, true)
+            };
+            swarm::run(
+                dht::topic(&topic),
+                host,
+                bootstrap,
+                key_pair,
+                server,
+                client,
+            )
+            .await
+        }
         Command::Testnet { .. } => unreachable!("handled above"),
         Command::Keygen => {
             println!("public-key {}", key_pair.public_key());

@@ -17,7 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let nodes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let testnet = Testnet::new(nodes, 0).await?;
         let cfg = || DhtConfig::default().with_ephemeral(Some(false)).with_firewalled(false);

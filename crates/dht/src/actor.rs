@@ -648,6 +648,39 @@ impl Handler<Announce> for DhtActor {
     }
 }
 
+/// `AnnounceAndLookup`: announce, and stream the records the announce's lookup finds.
+#[derive(Debug, Message)]
+#[rtype(result = "(mpsc::Receiver<LookupItem>, oneshot::Receiver<Result<OpResult, OpError>>)")]
+pub struct AnnounceAndLookup {
+    /// The topic.
+    pub topic: [u8; 32],
+    /// Whose record.
+    pub key_pair: KeyPair,
+    /// Nodes that forward handshakes to the announcer.
+    pub relay_addresses: Vec<SocketAddrV4>,
+}
+
+impl Handler<AnnounceAndLookup> for DhtActor {
+    type Result = MessageResult<AnnounceAndLookup>;
+    fn handle(&mut self, msg: AnnounceAndLookup, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = mpsc::channel(256);
+        let (dtx, drx) = oneshot::channel();
+        let bump = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let op = self.core.announce(
+            Instant::now(),
+            msg.topic,
+            &msg.key_pair,
+            msg.relay_addresses,
+            bump,
+        );
+        self.sinks.insert(op, Sink::Lookup(tx, Some(dtx)));
+        self.flush(ctx);
+        MessageResult((rx, drx))
+    }
+}
+
 /// `Unannounce`: remove a record.
 #[derive(Debug, Message)]
 #[rtype(result = "oneshot::Receiver<Result<OpResult, OpError>>")]
@@ -923,8 +956,9 @@ impl Handler<Destroy> for DhtActor {
     }
 }
 
-/// The shared actix system thread that [`Dht::spawn`] uses.
-fn system() -> &'static actix_rt::ArbiterHandle {
+/// The shared actix system thread that [`Dht::spawn`] (and the swarm's actors) run on; it
+/// starts on first use. Spawn actors on it with `Actor::start_in_arbiter(system(), ..)`.
+pub fn system() -> &'static actix_rt::ArbiterHandle {
     static SYSTEM: OnceLock<actix_rt::ArbiterHandle> = OnceLock::new();
     SYSTEM.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1062,6 +1096,28 @@ impl Dht {
         Ok(rx.await.map_err(|_| Error::Shutdown)??)
     }
 
+    /// Announces `key_pair` under `topic` and streams the records its lookup finds on the
+    /// way (what a topic joined as both server and client needs).
+    pub async fn announce_and_lookup(
+        &self,
+        topic: [u8; 32],
+        key_pair: &KeyPair,
+        relay_addresses: Vec<SocketAddrV4>,
+    ) -> Result<
+        (
+            mpsc::Receiver<LookupItem>,
+            oneshot::Receiver<Result<OpResult, OpError>>,
+        ),
+        Error,
+    > {
+        self.ask(AnnounceAndLookup {
+            topic,
+            key_pair: key_pair.clone(),
+            relay_addresses,
+        })
+        .await
+    }
+
     /// Removes `key_pair`'s record under `topic`.
     pub async fn unannounce(&self, topic: [u8; 32], key_pair: &KeyPair) -> Result<OpResult, Error> {
         let rx = self
@@ -1171,6 +1227,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's id in its DHT node.
+    pub fn id(&self) -> ServerId {
+        self.id
+    }
+
     /// The server's public key.
     pub fn public_key(&self) -> PublicKey {
         self.public_key

@@ -38,8 +38,11 @@ pub const HEADER_FRAME_LEN: usize = 32 + secretstream::HEADER_LEN;
 pub const DEFAULT_MAX_FRAME_LEN: usize = MAX_FRAME_LEN;
 /// Default amount of encrypted, unsent data above which writes wait for the transport.
 pub const DEFAULT_WRITE_BUFFER: usize = 256 * 1024;
-/// How much the reader asks the transport for at a time, at least.
+/// The most the reader asks the transport for at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// What an idle stream reads with: buffers start small and double (up to [`READ_CHUNK`])
+/// while reads keep filling them, so an idle connection costs little memory.
+const MIN_READ_CHUNK: usize = 4 * 1024;
 
 /// The secret-stream namespace: initiator id, responder id, unordered-send key.
 pub fn stream_namespaces() -> [[u8; 32]; 3] {
@@ -226,6 +229,8 @@ pub struct SecretStream<S> {
     config: Config,
     /// Raw bytes read and not yet parsed into frames.
     rbuf: BytesMut,
+    /// Current read size (adapts between [`MIN_READ_CHUNK`] and [`READ_CHUNK`]).
+    read_chunk: usize,
     /// Encrypted bytes waiting for the transport.
     wbuf: BytesMut,
     /// Plaintext of the message being consumed through `AsyncRead`.
@@ -318,8 +323,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         let timeout = config.timeout.map(Timer::new);
         SecretStream {
             io,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            read_chunk: MIN_READ_CHUNK,
             readable: Bytes::new(),
             crypto: None,
             read_eof: false,
@@ -614,10 +620,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
                     return Poll::Ready(Ok(Some(frame)));
                 }
                 // Room for the whole frame (bounded by the limit checked above) and a chunk.
-                let want = (3 + len).max(READ_CHUNK);
+                let want = (3 + len).max(self.read_chunk);
                 self.rbuf.reserve(want.saturating_sub(self.rbuf.len()));
             } else {
-                self.rbuf.reserve(READ_CHUNK);
+                self.rbuf.reserve(self.read_chunk);
             }
             if self.read_eof {
                 if self.rbuf.is_empty() {
@@ -625,9 +631,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
                 }
                 return Poll::Ready(Err(self.fail(Error::UnexpectedEof("inside a frame"))));
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) => self.read_eof = true,
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    if n >= spare {
+                        // The transport had more than we asked for: read bigger next time.
+                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK);
+                    }
                     if let Some(t) = &mut self.timeout {
                         t.reset();
                     }

@@ -918,7 +918,9 @@ impl HyperDht {
         let target = op.target;
         match &mut op.kind {
             OpKind::Lookup | OpKind::Announce { .. } | OpKind::Unannounce { .. } => {
-                if !matches!(op.kind, OpKind::Lookup) {
+                // An announce starts with a lookup: its records are reported too (hyperswarm
+                // uses them when a topic is joined as both server and client).
+                if matches!(op.kind, OpKind::Unannounce { .. }) {
                     return;
                 }
                 let Some(v) = reply.value.as_ref() else {

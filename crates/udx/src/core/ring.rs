@@ -57,7 +57,8 @@ impl ByteRing {
     }
 
     fn grow(&mut self, need: usize) {
-        let mut size = self.buf.len().max(64 * 1024);
+        // Start small (an idle connection holds little) and double as data flows.
+        let mut size = self.buf.len().max(4 * 1024);
         while size < need {
             size *= 2;
         }
