@@ -365,3 +365,66 @@ async fn join_peer_reconnects_after_the_js_server_restarts_and_leave_stops_new_c
     rust.destroy().await;
     testnet.destroy().await;
 }
+
+#[tokio::test]
+async fn killing_a_peer_mid_stream_disconnects_and_the_client_redials() {
+    let testnet = Testnet::new(5, 0).await.unwrap();
+    let (rust, seen, _d) = rust_swarm(&testnet, seed(40, 0), None).await;
+    let mut events = rust.events();
+    let js_seed = seed(41, 0);
+    let (mut js, js_pk) = js_peer(&testnet, js_seed, None).await;
+    let t = topic("kill mid-stream");
+    js.request(
+        json!({"cmd": "join", "topic": t.to_hex(), "server": true, "client": false}),
+        "joined",
+        WAIT,
+    )
+    .await;
+    rust.join(t, JoinOptions::client())
+        .await
+        .unwrap()
+        .flushed()
+        .await
+        .unwrap();
+    wait_for("connected", || seen.lock().unwrap().contains_key(&js_pk)).await;
+    // SIGKILL: no END, no DESTROY; the Rust side must notice on its own.
+    drop(js);
+    let started = std::time::Instant::now();
+    let gone = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(SwarmEvent::Disconnected { public_key }) = events.recv().await {
+                if public_key == js_pk {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the killed peer was noticed");
+    println!("disconnect noticed after {:?}", started.elapsed());
+    // The peer comes back with the same key: the topic client redials by the retry rules.
+    let (mut js, _) = js_peer(&testnet, js_seed, None).await;
+    js.request(
+        json!({"cmd": "join", "topic": t.to_hex(), "server": true, "client": false}),
+        "joined",
+        WAIT,
+    )
+    .await;
+    let back = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if seen
+                .lock()
+                .unwrap()
+                .get(&js_pk)
+                .is_some_and(|v| v.len() >= 2)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the client redialled the restarted peer");
+    rust.destroy().await;
+    testnet.destroy().await;
+}

@@ -24,6 +24,13 @@ use crate::{Firewall, PeerConnection, Stats, SwarmEvent};
 
 /// The reason duplicates are closed with (the same text as hyperswarm).
 pub const ERR_DUPLICATE: &str = "Duplicate connection";
+/// Connections one peer may open to us per [`RECONNECT_WINDOW`]; more are refused before the
+/// handshake is answered (a peer reconnecting in a tight loop costs us one check each).
+pub const MAX_RECONNECTS: u32 = 8;
+/// The window of [`MAX_RECONNECTS`].
+pub const RECONNECT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Peers whose reconnect counts are remembered (the oldest window is dropped first).
+const MAX_TRACKED_PEERS: usize = 4096;
 
 /// Settings the swarm actor needs.
 #[derive(Clone)]
@@ -109,6 +116,8 @@ pub struct SwarmActor {
     stats: Arc<Stats>,
     peers: Arc<DashMap<PublicKey, PeerConnection>>,
     destroyed: bool,
+    /// Incoming connection attempts per peer in the current window.
+    reconnects: HashMap<PublicKey, (std::time::Instant, u32)>,
 }
 
 impl std::fmt::Debug for SwarmActor {
@@ -151,6 +160,7 @@ impl SwarmActor {
             stats,
             peers,
             destroyed: false,
+            reconnects: HashMap::new(),
         }
     }
 
@@ -462,6 +472,21 @@ impl Handler<CheckFirewall> for SwarmActor {
             || self.banned.contains(&m.public_key)
             || self.destroyed
         {
+            return Box::pin(async { false });
+        }
+        // A peer that reconnects in a tight loop is refused for the rest of the window.
+        let now = std::time::Instant::now();
+        if self.reconnects.len() >= MAX_TRACKED_PEERS {
+            self.reconnects
+                .retain(|_, (t, _)| now.saturating_duration_since(*t) < RECONNECT_WINDOW);
+        }
+        let entry = self.reconnects.entry(m.public_key).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= RECONNECT_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > MAX_RECONNECTS {
+            tracing::debug!(peer = %m.public_key, "refusing a peer that reconnects too often");
             return Box::pin(async { false });
         }
         let Some(f) = self.settings.firewall.clone() else {
