@@ -54,13 +54,17 @@ async fn latency(rounds: usize) -> R<()> {
         let mut conns = client.connections();
         let t = Instant::now();
         client.join(topic, JoinOptions::client()).await?;
-        let (a, b) = tokio::join!(conns.recv(), server_conns.recv());
-        let (a, b) = (
+        let at =
+            |r: Option<corenet_swarm::Connection>| r.map(|c| (c, t.elapsed().as_secs_f64() * 1e3));
+        let (a, b) = tokio::join!(async { at(conns.recv().await) }, async {
+            at(server_conns.recv().await)
+        });
+        let ((a, ta), (b, tb)) = (
             a.ok_or("no client connection")?,
             b.ok_or("no server connection")?,
         );
-        client_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        server_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        client_ms.push(ta);
+        server_ms.push(tb);
         drop((a, b));
         client.destroy().await;
     }
