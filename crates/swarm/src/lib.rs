@@ -54,7 +54,7 @@ use corenet_noise::KeyPair;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
 
-pub use session::{Connection, ConnectionInfo, SessionStats, Transport};
+pub use session::{Connection, ConnectionInfo, SessionGuard, SessionStats, Transport};
 
 use crate::core::dialer::DialerConfig;
 use crate::dialer::{DialerActor, JoinPeer, SetReconnect};

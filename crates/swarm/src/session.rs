@@ -105,7 +105,8 @@ impl Shared {
 /// secret-stream message; [`Connection::stream_mut`] gives the message interface.
 #[derive(Debug)]
 pub struct Connection {
-    stream: SecretStream<UdxStream>,
+    /// Always `Some` until [`Connection::into_parts`] takes it.
+    stream: Option<SecretStream<UdxStream>>,
     info: ConnectionInfo,
     shared: Arc<Shared>,
 }
@@ -117,7 +118,7 @@ impl Connection {
         shared: Arc<Shared>,
     ) -> Self {
         Connection {
-            stream,
+            stream: Some(stream),
             info,
             shared,
         }
@@ -145,7 +146,23 @@ impl Connection {
 
     /// The 64-byte Noise handshake hash.
     pub fn handshake_hash(&self) -> [u8; 64] {
-        self.stream.handshake_hash()
+        self.stream().handshake_hash()
+    }
+
+    fn stream(&self) -> &SecretStream<UdxStream> {
+        #[allow(clippy::expect_used)] // only into_parts takes it, consuming the connection
+        self.stream
+            .as_ref()
+            .expect("a connection always holds its stream")
+    }
+
+    fn stream_pin(&mut self) -> Pin<&mut SecretStream<UdxStream>> {
+        #[allow(clippy::expect_used)] // as above
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("a connection always holds its stream"),
+        )
     }
 
     /// Bytes read and written so far (plaintext).
@@ -159,18 +176,36 @@ impl Connection {
     /// The secret stream (message-level `send` / `recv`, as protomux needs). Bytes moved
     /// through it directly are not counted.
     pub fn stream_mut(&mut self) -> &mut SecretStream<UdxStream> {
-        &mut self.stream
+        self.stream_pin().get_mut()
+    }
+
+    /// Splits the connection into its secret stream (for a protocol that needs the message
+    /// interface, such as protomux) and a [`SessionGuard`] that keeps the swarm's bookkeeping:
+    /// drop the guard when the stream is done, and watch [`SessionGuard::aborted`] to close the
+    /// stream when the swarm drops the connection (a duplicate, a ban, shutdown).
+    pub fn into_parts(mut self) -> (SecretStream<UdxStream>, SessionGuard) {
+        let guard = SessionGuard {
+            shared: self.shared.clone(),
+            info: self.info.clone(),
+        };
+        // Dropping a Connection without its stream does not end the session: the guard does.
+        #[allow(clippy::expect_used)] // only this consuming method takes it
+        let stream = self
+            .stream
+            .take()
+            .expect("a connection always holds its stream");
+        (stream, guard)
     }
 
     /// Closes the connection at once (the peer sees it end with an error).
     pub fn destroy(&self) {
-        self.stream.get_ref().destroy();
+        self.stream().get_ref().destroy();
         self.shared.end();
     }
 
     fn check(&mut self, cx: &mut TaskContext<'_>) -> Result<(), io::Error> {
         if self.shared.aborted.load(Ordering::Acquire) {
-            self.stream.get_ref().destroy();
+            self.stream().get_ref().destroy();
             self.shared.end();
             return Err(self.shared.aborted_error());
         }
@@ -185,6 +220,65 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        if self.stream.is_some() {
+            self.shared.end();
+        }
+    }
+}
+
+/// Keeps a connection's session alive after [`Connection::into_parts`]: the swarm hears that
+/// the connection ended when the guard is dropped (or [`SessionGuard::end`] is called).
+#[derive(Debug)]
+pub struct SessionGuard {
+    shared: Arc<Shared>,
+    info: ConnectionInfo,
+}
+
+impl SessionGuard {
+    /// Facts about the connection.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// Resolves with the reason when the swarm drops this connection (a duplicate that lost
+    /// the tie-break, a ban, shutdown): close the stream then.
+    pub async fn aborted(&self) -> String {
+        std::future::poll_fn(|cx| {
+            if self.shared.aborted.load(Ordering::Acquire) {
+                let reason = self
+                    .shared
+                    .reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_default();
+                return Poll::Ready(reason);
+            }
+            if let Ok(mut w) = self.shared.wakers.lock() {
+                if w.len() < 4 && !w.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.push(cx.waker().clone());
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Counts bytes moved outside the connection's own reads and writes (a mux over the
+    /// stream), so that the swarm's "established" check sees them.
+    pub fn count(&self, read: u64, written: u64) {
+        self.shared.bytes_read.fetch_add(read, Ordering::Relaxed);
+        self.shared
+            .bytes_written
+            .fetch_add(written, Ordering::Relaxed);
+    }
+
+    /// Reports the connection as ended now.
+    pub fn end(self) {}
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
         self.shared.end();
     }
 }
@@ -198,7 +292,7 @@ impl AsyncRead for Connection {
         let this = self.get_mut();
         this.check(cx)?;
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let r = this.stream_pin().poll_read(cx, buf);
         match &r {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
@@ -225,7 +319,7 @@ impl AsyncWrite for Connection {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.check(cx)?;
-        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let r = this.stream_pin().poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
             this.shared
                 .bytes_written
@@ -237,11 +331,11 @@ impl AsyncWrite for Connection {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check(cx)?;
-        Pin::new(&mut this.stream).poll_flush(cx)
+        this.stream_pin().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        self.get_mut().stream_pin().poll_shutdown(cx)
     }
 }
 
