@@ -89,6 +89,7 @@ pub mod flat;
 pub mod manifest;
 pub mod messages;
 mod proof;
+pub mod replicator;
 pub mod storage;
 pub mod tree;
 mod verifier;
@@ -105,6 +106,7 @@ pub use messages::{
     Data, DataBlock, DataHash, DataSeek, DataUpgrade, Proof, ProofRequest, Request, RequestBlock,
     RequestSeek, RequestUpgrade,
 };
+pub use replicator::{Download, DownloadProgress, PeerInfo, ReplicatorConfig};
 pub use storage::{DiskStorage, MemoryStorage, Storage, SyncPolicy};
 pub use tree::Node;
 
