@@ -1044,6 +1044,9 @@ impl Protocol {
     pub(crate) fn add_update_waiter(&mut self, local: &dyn LocalView) -> u64 {
         let id = self.next_waiter;
         self.next_waiter += 1;
+        // A pending upgrade from before the last change (whose hook has not run yet) is
+        // resolved first: this waiter asks about the tree as it is now.
+        self.resolve_upgrade(local);
         self.ensure_upgrade(local);
         if let Some(u) = &mut self.upgrade {
             u.waiters.push(id);
