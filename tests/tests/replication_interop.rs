@@ -109,7 +109,11 @@ async fn connect(
 }
 
 /// A JS session: the peer and the Rust store replicating with it.
-async fn session(role: Role, store: &Corestore, setup: &[Value]) -> (JsPeer, MuxHandle, Vec<Value>) {
+async fn session(
+    role: Role,
+    store: &Corestore,
+    setup: &[Value],
+) -> (JsPeer, MuxHandle, Vec<Value>) {
     let (mut js, port, listener) = start(role).await;
     let mut replies = Vec::new();
     for cmd in setup {
@@ -140,10 +144,7 @@ async fn js_to_rust(role: Role, blocks: u64, size: usize) -> f64 {
     let secs = t.elapsed().as_secs_f64();
     let got = sha256_blocks((0..blocks).map(|i| core.get(i).unwrap().unwrap().to_vec()));
     assert_eq!(got, created["sha256"].as_str().unwrap());
-    assert_eq!(
-        got,
-        sha256_blocks((0..blocks).map(|i| block(i, size, 1)))
-    );
+    assert_eq!(got, sha256_blocks((0..blocks).map(|i| block(i, size, 1))));
     assert_eq!(core.len(), blocks);
     drop(d);
     mux.close();
@@ -157,7 +158,8 @@ async fn rust_to_js(role: Role, blocks: u64, size: usize) -> f64 {
     let store = Corestore::open(dir.path()).unwrap();
     let core = store.get("big").unwrap();
     for chunk in (0..blocks).collect::<Vec<_>>().chunks(256) {
-        core.append(chunk.iter().map(|i| block(*i, size, 2))).unwrap();
+        core.append(chunk.iter().map(|i| block(*i, size, 2)))
+            .unwrap();
     }
     let open = json!({"cmd": "open", "key": core.key().to_hex()});
     let (mut js, mux, _) = session(role, &store, &[open]).await;
@@ -232,7 +234,9 @@ async fn sparse_gets_both_ways() {
         assert_eq!(*h, sha256(&block(i, 1000, 3)), "block {i}");
     }
     let cmd = json!({"cmd": "has", "key": mine.key().to_hex(), "index": 299});
-    let has_last = js.request(cmd, "has", WAIT).await["value"].as_bool().unwrap();
+    let has_last = js.request(cmd, "has", WAIT).await["value"]
+        .as_bool()
+        .unwrap();
     assert_eq!(has_last, indexes.contains(&299));
 }
 
@@ -248,17 +252,31 @@ async fn live_appends_both_ways() {
     let theirs_key = replies[0]["key"].as_str().unwrap().to_string();
     let theirs = store.get_by_key(key_of(&replies[0])).unwrap();
     let mut follow = theirs.download(0..);
-    timeout(WAIT, theirs.wait_for_length(5)).await.unwrap().unwrap();
+    timeout(WAIT, theirs.wait_for_length(5))
+        .await
+        .unwrap()
+        .unwrap();
 
     for round in 0..3u64 {
         // JS appends; Rust (following with an open-ended download) gets the blocks.
         let cmd = json!({"cmd": "append", "key": theirs_key, "blocks": 2, "size": 100, "salt": 6});
-        let len = js.request(cmd, "appended", WAIT).await["length"].as_u64().unwrap();
+        let len = js.request(cmd, "appended", WAIT).await["length"]
+            .as_u64()
+            .unwrap();
         assert_eq!(len, 7 + 2 * round);
-        timeout(WAIT, theirs.wait_for_length(len)).await.unwrap().unwrap();
+        timeout(WAIT, theirs.wait_for_length(len))
+            .await
+            .unwrap()
+            .unwrap();
         let mut p = follow.progress();
-        timeout(WAIT, p.wait_for(|p| p.blocks == len)).await.unwrap().unwrap();
-        assert_eq!(theirs.get(len - 1).unwrap().unwrap().to_vec(), block(len - 1, 100, 6));
+        timeout(WAIT, p.wait_for(|p| p.blocks == len))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            theirs.get(len - 1).unwrap().unwrap().to_vec(),
+            block(len - 1, 100, 6)
+        );
 
         // Rust appends; JS (eager upgrades) sees the new length and gets the block.
         mine.append([block(5 + round, 100, 5)]).unwrap();
@@ -305,7 +323,10 @@ async fn tampered_blocks_from_js_are_rejected() {
         if info["peers"].as_u64() == Some(0) && core.peers().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the tampering peer was not dropped");
+        assert!(
+            Instant::now() < deadline,
+            "the tampering peer was not dropped"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(core.bitfield().is_empty(), "a tampered block was stored");
@@ -321,9 +342,7 @@ async fn tampered_blocks_from_js_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_blocks_from_rust_are_rejected_by_js() {
     let writer = Hypercore::in_memory(KeyPair::generate()).unwrap();
-    writer
-        .append((0..20).map(|i| block(i, 500, 8)))
-        .unwrap();
+    writer.append((0..20).map(|i| block(i, 500, 8))).unwrap();
     let key = writer.key().to_hex();
     let (mut js, port, listener) = start(Role::JsServer).await;
     js.request(json!({"cmd": "open", "key": key}), "opened", WAIT)
@@ -337,7 +356,9 @@ async fn tampered_blocks_from_rust_are_rejected_by_js() {
         &info.handshake_hash,
     );
     let opts = ChannelOptions::new(PROTOCOL)
-        .with_id(bytes::Bytes::copy_from_slice(writer.discovery_key().as_bytes()))
+        .with_id(bytes::Bytes::copy_from_slice(
+            writer.discovery_key().as_bytes(),
+        ))
         .with_aliases([PROTOCOL_ALIAS])
         .with_handshake_encoded(&Handshake {
             seeks: true,

@@ -69,7 +69,11 @@ async fn serve(port: u16, blocks: u64, size: usize) -> Res<()> {
     // Serve until stdin closes.
     let stop = tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
     });
     tokio::pin!(stop);
     loop {
