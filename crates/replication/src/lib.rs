@@ -85,6 +85,7 @@ pub mod caps;
 mod core;
 pub mod corestore;
 mod error;
+pub mod files;
 pub mod flat;
 pub mod manifest;
 pub mod messages;
