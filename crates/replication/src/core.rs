@@ -1401,6 +1401,10 @@ impl LocalView for State {
         self.tree.length
     }
 
+    fn byte_length(&self) -> u64 {
+        self.tree.byte_length
+    }
+
     fn fork(&self) -> u64 {
         self.tree.fork
     }

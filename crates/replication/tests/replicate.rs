@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use corenet_mux::{DriverConfig, MuxHandle};
 use corenet_noise::{Config, KeyPair, SecretStream};
-use corenet_replication::{Hypercore, MemoryStorage};
+use corenet_replication::{Hypercore, MemoryStorage, ReplicatorConfig};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -173,6 +173,8 @@ async fn requests_spread_over_peers() {
     let w = writer(600, 2048);
     let seeders = [w.clone(), replica(&w), replica(&w)];
     let r = reader_of(&w);
+    // Few request slots per peer, so that one peer cannot take the whole range at once.
+    r.set_replicator_config(ReplicatorConfig::default().with_max_inflight(16));
     let mut muxes = Vec::new();
     for s in &seeders {
         let (a, b) = pair().await;
@@ -196,7 +198,7 @@ async fn requests_spread_over_peers() {
     // Blocks are stored (and the download complete) a moment before their requests are
     // accounted for.
     timeout(WAIT, async {
-        while r.peers().iter().any(|p| p.inflight > 0) {
+        while r.peers().iter().map(|p| p.downloaded_blocks).sum::<u64>() < 600 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -336,6 +338,8 @@ async fn bad_proof_drops_the_peer_and_stores_nothing() {
 async fn download_survives_a_malicious_peer() {
     let w = writer(400, 1024);
     let r = reader_of(&w);
+    // Few request slots per peer, so that both peers are asked.
+    r.set_replicator_config(ReplicatorConfig::default().with_max_inflight(16));
     // Honest first, so that both peers are asked for blocks.
     let (a, b) = pair().await;
     w.replicate(&a).unwrap();

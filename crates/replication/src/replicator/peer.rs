@@ -270,10 +270,15 @@ fn handle(core: &Hypercore, peer: PeerId, uploads: &Uploads, msg: Message) -> bo
 /// an invalid proof (it is dropped; nothing of that proof was stored).
 fn handle_data(core: &Hypercore, peer: PeerId, data: &mut Vec<Data>) -> bool {
     let repl = core.replicator();
+    // Accept the answers and send the next requests before verifying: the peer keeps
+    // sending while this batch is hashed and committed.
     let steps = repl.with(core, |p, v| {
-        data.iter()
+        let steps = data
+            .iter()
             .map(|d| p.begin_data(v, peer, d))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        p.refill(v, peer);
+        steps
     });
     let mut ids = Vec::new();
     let mut proofs: Vec<Proof> = Vec::new();
@@ -292,7 +297,7 @@ fn handle_data(core: &Hypercore, peer: PeerId, data: &mut Vec<Data>) -> bool {
     }
     let mut outcomes = Vec::with_capacity(ids.len() + forks.len());
     if !proofs.is_empty() {
-        let results = core.verify_and_apply_many(&proofs);
+        let results = blocking(|| core.verify_and_apply_many(&proofs));
         for ((id, proof), r) in ids.into_iter().zip(&proofs).zip(results) {
             let bytes = proof.block.as_ref().map_or(0, |b| b.value.len() as u64);
             outcomes.push((id, outcome(r.map(|_| bytes))));
@@ -325,6 +330,17 @@ fn handle_data(core: &Hypercore, peer: PeerId, data: &mut Vec<Data>) -> bool {
         debug!(peer = peer.0, "invalid proof: peer dropped");
     }
     ok
+}
+
+/// Runs `f`, which may wait for storage (a commit waits for `fdatasync`), letting a
+/// multi-threaded runtime move this worker's other tasks (the mux driver) elsewhere
+/// meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 fn outcome(r: Result<u64, Error>) -> DataOutcome {

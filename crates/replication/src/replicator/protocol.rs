@@ -15,8 +15,10 @@
 //!
 //! Scheduling follows JS: explicit blocks first, then ranges (linearly, from a cursor shared
 //! by the peers, so blocks spread over every peer with free request slots), then the upgrade;
-//! a block beyond our length is requested together with an upgrade; a peer gets at most
-//! `max_inflight` requests at a time. Request ids are never reused (JS reuses them).
+//! a block beyond our length is requested together with an upgrade. A peer gets a bounded
+//! number of requests at a time, sized in bytes (see `ProtocolConfig`); as in JS, an answer
+//! frees its slot when it arrives, so the next requests go out while it is verified and
+//! committed. Request ids are never reused (JS reuses them).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -53,6 +55,8 @@ const PRIORITY_HIGH: u64 = 1;
 pub(crate) trait LocalView {
     /// Number of blocks in the tree.
     fn length(&self) -> u64;
+    /// Total bytes of the tree.
+    fn byte_length(&self) -> u64;
     /// Fork id.
     fn fork(&self) -> u64;
     /// Blocks held from 0 without a gap.
@@ -135,8 +139,26 @@ pub(crate) enum DataOutcome {
 /// Settings of the protocol.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ProtocolConfig {
-    /// Requests in flight per peer.
+    /// Requests in flight per peer, at most.
     pub(crate) max_inflight: usize,
+    /// Block bytes in flight per peer (the request limit is this over the core's average
+    /// block size, within `MIN_INFLIGHT..=max_inflight`).
+    pub(crate) max_inflight_bytes: u64,
+}
+
+/// Requests in flight per peer, at least (JS's minimum).
+pub(crate) const MIN_INFLIGHT: usize = 16;
+
+impl ProtocolConfig {
+    /// The request limit for a core whose blocks average `avg` bytes (0: unknown).
+    fn limit(&self, avg: u64) -> usize {
+        let by_bytes = if avg == 0 {
+            self.max_inflight
+        } else {
+            usize::try_from(self.max_inflight_bytes / avg).unwrap_or(usize::MAX)
+        };
+        by_bytes.max(MIN_INFLIGHT).min(self.max_inflight).max(1)
+    }
 }
 
 /// Progress of a range.
@@ -286,6 +308,10 @@ struct Inflight {
     block: Option<u64>,
     upgrade: bool,
     manifest_only: bool,
+    /// Its answer arrived and is being verified: it no longer takes one of the peer's
+    /// request slots (as in JS, the slot is freed on arrival, so that the next requests go
+    /// out while this answer is verified and committed).
+    processing: bool,
 }
 
 /// The pending upgrade (JS `UpgradeRequest`).
@@ -790,7 +816,20 @@ impl Protocol {
             self.update_all(local);
             return DataStep::Ignore;
         }
+        if let Some(r) = self.requests.get_mut(&d.request) {
+            if !r.processing {
+                r.processing = true;
+                if let Some(peer) = self.peers.get_mut(&p) {
+                    peer.inflight = peer.inflight.saturating_sub(1);
+                }
+            }
+        }
         DataStep::Verify
+    }
+
+    /// Fills the peer's free request slots (after [`Protocol::begin_data`] freed some).
+    pub(crate) fn refill(&mut self, local: &dyn LocalView, p: PeerId) {
+        self.update_peer(local, p);
     }
 
     /// The outcome of verifying the `data` answering `request` (after
@@ -838,8 +877,10 @@ impl Protocol {
 
     /// A request is done: it no longer counts.
     fn finish_request(&mut self, id: u64, r: &Inflight) {
-        if let Some(peer) = self.peers.get_mut(&r.peer) {
-            peer.inflight = peer.inflight.saturating_sub(1);
+        if !r.processing {
+            if let Some(peer) = self.peers.get_mut(&r.peer) {
+                peer.inflight = peer.inflight.saturating_sub(1);
+            }
         }
         if let Some(b) = r.block {
             if self.block_requests.get(&b) == Some(&id) {
@@ -1086,11 +1127,13 @@ impl Protocol {
     }
 
     fn fill(&mut self, local: &dyn LocalView, p: PeerId) {
+        let avg = local.byte_length().checked_div(local.length()).unwrap_or(0);
+        let limit = self.config.limit(avg);
         loop {
             let Some(peer) = self.peers.get(&p) else {
                 return;
             };
-            if peer.paused || !peer.remote_uploading || peer.inflight >= self.config.max_inflight {
+            if peer.paused || !peer.remote_uploading || peer.inflight >= limit {
                 return;
             }
             if self.request_manifest(local, p)
@@ -1202,6 +1245,7 @@ impl Protocol {
                 block,
                 upgrade,
                 manifest_only,
+                processing: false,
             },
         );
         if let Some(peer) = self.peers.get_mut(&p) {

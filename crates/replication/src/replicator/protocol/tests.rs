@@ -34,6 +34,9 @@ impl LocalView for Fake {
     fn length(&self) -> u64 {
         self.length
     }
+    fn byte_length(&self) -> u64 {
+        0
+    }
     fn fork(&self) -> u64 {
         self.fork
     }
@@ -71,7 +74,10 @@ impl LocalView for Fake {
 }
 
 fn proto(max_inflight: usize) -> Protocol {
-    Protocol::new(ProtocolConfig { max_inflight })
+    Protocol::new(ProtocolConfig {
+        max_inflight,
+        max_inflight_bytes: u64::MAX,
+    })
 }
 
 fn drain(p: &mut Protocol) -> Vec<Transmit> {
@@ -693,4 +699,21 @@ fn haves_reach_peers_that_may_care() {
     drain(&mut q);
     q.on_have(&local, 11, 1);
     assert!(drain(&mut q).is_empty());
+}
+
+#[test]
+fn the_request_limit_follows_the_block_size() {
+    let c = ProtocolConfig {
+        max_inflight: 1024,
+        max_inflight_bytes: 8 << 20,
+    };
+    assert_eq!(c.limit(0), 1024);
+    assert_eq!(c.limit(4096), 1024);
+    assert_eq!(c.limit(65536), 128);
+    assert_eq!(c.limit(4 << 20), MIN_INFLIGHT);
+    let tight = ProtocolConfig {
+        max_inflight: 4,
+        max_inflight_bytes: 8 << 20,
+    };
+    assert_eq!(tight.limit(65536), 4, "the count cap wins");
 }
