@@ -134,7 +134,7 @@ async fn js_to_rust(role: Role, blocks: u64, size: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Corestore::open(dir.path()).unwrap();
     let create = json!({"cmd": "create", "name": "big", "blocks": blocks, "size": size, "salt": 1});
-    let (mut js, mux, replies) = session(role, &store, &[create]).await;
+    let (_js, mux, replies) = session(role, &store, &[create]).await;
     let created = &replies[0];
     let core = store.get_by_key(key_of(created)).unwrap();
     assert_eq!(core.discovery_key().to_hex(), created["discoveryKey"]);
@@ -148,7 +148,6 @@ async fn js_to_rust(role: Role, blocks: u64, size: usize) -> f64 {
     assert_eq!(core.len(), blocks);
     drop(d);
     mux.close();
-    drop(js.command(json!({"cmd": "ping"})).await);
     (blocks * size as u64) as f64 / secs / (1 << 20) as f64
 }
 
@@ -251,7 +250,7 @@ async fn live_appends_both_ways() {
     let (mut js, _mux, replies) = session(Role::JsClient, &store, &[create, open]).await;
     let theirs_key = replies[0]["key"].as_str().unwrap().to_string();
     let theirs = store.get_by_key(key_of(&replies[0])).unwrap();
-    let mut follow = theirs.download(0..);
+    let follow = theirs.download(0..);
     timeout(WAIT, theirs.wait_for_length(5))
         .await
         .unwrap()
@@ -332,7 +331,7 @@ async fn tampered_blocks_from_js_are_rejected() {
     assert!(core.bitfield().is_empty(), "a tampered block was stored");
     // JS announces its length before its blocks, so the (valid) tree may have come on its
     // own, before the first block request; a tampered proof never changes the tree.
-    assert!(core.len() == 0 || core.len() == 20, "length {}", core.len());
+    assert!(core.is_empty() || core.len() == 20, "length {}", core.len());
     assert!(!fetch.is_finished());
     fetch.abort();
 }

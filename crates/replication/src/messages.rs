@@ -832,8 +832,12 @@ impl<'a> Decode<'a> for Extension {
 }
 
 /// Any message of a `hypercore/alpha` channel, by its type.
+///
+/// `Data` is much larger than the others; messages are decoded one at a time and matched at
+/// once, so it is not boxed (that would cost an allocation per block received).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     /// Type 0.
     Sync(Sync),

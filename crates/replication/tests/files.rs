@@ -147,7 +147,7 @@ async fn download_reports_progress_and_resumes() {
     assert_eq!(got.fetched_blocks, 41 - had);
     assert!(got.fetched_bytes < got.bytes);
     assert_eq!(std::fs::read(&out).unwrap(), data);
-    let reports = reports.lock().unwrap();
+    let reports = reports.lock().unwrap().clone();
     let last = reports.last().unwrap();
     assert_eq!((last.blocks, last.total_blocks), (41, 41));
     assert_eq!(

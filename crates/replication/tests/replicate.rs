@@ -101,7 +101,7 @@ async fn live_append_reaches_update() {
     // Nothing newer: update says so once the writer has told its length.
     assert!(!timeout(WAIT, r.update()).await.unwrap().unwrap());
     // A follower with an open-ended download gets every new block.
-    let mut live = r.download(0..);
+    let live = r.download(0..);
     let mut progress = live.progress();
     for round in 0..5u64 {
         w.append([vec![round as u8; 10], vec![round as u8; 20]])

@@ -12,9 +12,9 @@
 //! `data` (a proof, verified and stored atomically) or `noData`, `cancel`s.
 //!
 //! # Architecture
-//! - [`protocol`]: the sans-IO state machine (what to request from whom, what to announce);
+//! - `protocol`: the sans-IO state machine (what to request from whom, what to announce);
 //!   no I/O, no clock. One per core, shared by its peers.
-//! - this module: the shell. A core's [`Replicator`] holds the protocol behind a mutex
+//! - this module: the shell. A core's `Replicator` holds the protocol behind a mutex
 //!   together with the peers' channel senders; after every input it sends what the protocol
 //!   queued. The core calls it after every change (appends, verified proofs, truncations) so
 //!   that peers hear about new blocks and lengths at once.

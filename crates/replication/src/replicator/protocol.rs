@@ -152,11 +152,12 @@ pub(crate) const MIN_INFLIGHT: usize = 16;
 impl ProtocolConfig {
     /// The request limit for a core whose blocks average `avg` bytes (0: unknown).
     fn limit(&self, avg: u64) -> usize {
-        let by_bytes = if avg == 0 {
-            self.max_inflight
-        } else {
-            usize::try_from(self.max_inflight_bytes / avg).unwrap_or(usize::MAX)
-        };
+        let by_bytes = self
+            .max_inflight_bytes
+            .checked_div(avg)
+            .map_or(self.max_inflight, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            });
         by_bytes.max(MIN_INFLIGHT).min(self.max_inflight).max(1)
     }
 }
@@ -1408,7 +1409,7 @@ impl Protocol {
 
     /// JS `_requestUpgrade`.
     fn request_upgrade(&mut self, local: &dyn LocalView, p: PeerId) -> bool {
-        if !self.upgrade.as_ref().is_some_and(|u| u.inflight.is_none()) {
+        if self.upgrade.as_ref().is_none_or(|u| u.inflight.is_some()) {
             return false;
         }
         match self.make_request(local, p, true, 0, 0) {
