@@ -21,6 +21,8 @@
 //        or {"event":"get-failed","message","got"} when a get fails (e.g. times out)
 //   {"cmd":"has","key","index"}                       -> {"event":"has","value"}
 //   {"cmd":"update","key"}                            -> {"event":"updated","result","length"}
+//   {"cmd":"truncate","key","length"}                 -> {"event":"truncated","length","fork"}
+//   {"cmd":"waitFork","key","fork","length"}          -> {"event":"fork","fork","length"} once at both
 //   {"cmd":"waitLength","key","length"}               -> {"event":"length","length"}
 //   {"cmd":"tamper","key"}                            -> {"event":"tampering"}: from now on every block this
 //        peer uploads for the core has its first byte flipped (a malicious peer)
@@ -122,6 +124,23 @@ async function handle (cmd) {
       for (let i = 0; i < cmd.blocks; i++) batch.push(block(core.length + i, cmd.size, cmd.salt))
       await core.append(batch)
       print({ event: 'appended', length: core.length })
+      break
+    }
+    case 'truncate': {
+      const core = await coreOf(cmd.key)
+      await core.truncate(cmd.length)
+      print({ event: 'truncated', length: core.length, fork: core.fork })
+      break
+    }
+    case 'waitFork': {
+      const core = await coreOf(cmd.key)
+      while (core.fork < cmd.fork || core.length < cmd.length) {
+        await new Promise((resolve) => {
+          core.once('truncate', resolve)
+          core.once('append', resolve)
+        })
+      }
+      print({ event: 'fork', fork: core.fork, length: core.length })
       break
     }
     case 'open': {

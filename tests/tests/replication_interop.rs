@@ -425,3 +425,64 @@ async fn tampered_blocks_from_rust_are_rejected_by_js() {
     mux.close();
     assert!(timeout(WAIT, evil).await.unwrap().unwrap() >= 1);
 }
+
+/// A writer truncates and writes on: the other side finds the shared prefix, switches to the
+/// new fork and gets the new blocks, both ways (JS server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncations_are_followed_both_ways() {
+    let store = Corestore::in_memory();
+    let mine = store.get("forking").unwrap();
+    mine.append((0..40).map(|i| block(i, 100, 9))).unwrap();
+    let create = json!({"cmd": "create", "name": "forking", "blocks": 40, "size": 100, "salt": 10});
+    let open = json!({"cmd": "open", "key": mine.key().to_hex()});
+    let (mut js, _mux, replies) = session(Role::JsServer, &store, &[create, open]).await;
+    let theirs_key = replies[0]["key"].as_str().unwrap().to_string();
+    let theirs = store.get_by_key(key_of(&replies[0])).unwrap();
+    let live = theirs.download(0..);
+    let mut progress = live.progress();
+    timeout(WAIT, progress.wait_for(|p| p.blocks == 40))
+        .await
+        .unwrap()
+        .unwrap();
+    let cmd = json!({"cmd": "download", "key": mine.key().to_hex(), "start": 0, "end": 40});
+    js.request(cmd, "downloaded", WAIT).await;
+
+    // JS truncates to 25 and appends 5 (with another salt): Rust follows.
+    let cmd = json!({"cmd": "truncate", "key": theirs_key, "length": 25});
+    let t = js.request(cmd, "truncated", WAIT).await;
+    assert_eq!(t["fork"], 1);
+    let cmd = json!({"cmd": "append", "key": theirs_key, "blocks": 5, "size": 100, "salt": 11});
+    js.request(cmd, "appended", WAIT).await;
+    let mut status = theirs.status();
+    timeout(WAIT, status.wait_for(|s| s.fork == 1 && s.length == 30))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(WAIT, progress.wait_for(|p| p.blocks == 30))
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..30 {
+        let salt = if i < 25 { 10 } else { 11 };
+        assert_eq!(
+            theirs.get(i).unwrap().unwrap().to_vec(),
+            block(i, 100, salt),
+            "block {i}"
+        );
+    }
+
+    // Rust truncates to 10 and appends 3: JS follows.
+    mine.truncate(10).unwrap();
+    mine.append((10..13).map(|i| block(i, 100, 12))).unwrap();
+    let cmd = json!({"cmd": "waitFork", "key": mine.key().to_hex(), "fork": 1, "length": 13});
+    let f = js.request(cmd, "fork", WAIT).await;
+    assert_eq!(
+        (f["fork"].as_u64(), f["length"].as_u64()),
+        (Some(1), Some(13))
+    );
+    let cmd = json!({"cmd": "get", "key": mine.key().to_hex(), "indexes": [9, 12]});
+    let got = js.request(cmd, "blocks", WAIT).await;
+    assert_eq!(got["sha256"][0], sha256(&block(9, 100, 9)));
+    assert_eq!(got["sha256"][1], sha256(&block(12, 100, 12)));
+    drop(live);
+}

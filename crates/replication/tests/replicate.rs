@@ -386,3 +386,56 @@ async fn discovery_key_alone_gets_nothing() {
     let block = timeout(WAIT, r.fetch(3)).await.unwrap().unwrap();
     assert_eq!(&block[..], &[3u8; 100][..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_reader_takes_the_writers_newer_fork() {
+    let w = writer(10, 100);
+    w.truncate(5).unwrap();
+    w.append([&b"new-5"[..], &b"new-6"[..], &b"new-7"[..]])
+        .unwrap();
+    assert_eq!((w.fork(), w.len()), (1, 8));
+    let r = reader_of(&w);
+    let (a, b) = pair().await;
+    w.replicate(&a).unwrap();
+    r.replicate(&b).unwrap();
+    let block = timeout(WAIT, r.fetch(7)).await.unwrap().unwrap();
+    assert_eq!(block, &b"new-7"[..]);
+    assert_eq!((r.fork(), r.len()), (1, 8));
+    assert_eq!(r.tree_hash(), w.tree_hash());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_follows_the_writer_through_a_truncation() {
+    let w = writer(40, 100);
+    let r = reader_of(&w);
+    let (a, b) = pair().await;
+    w.replicate(&a).unwrap();
+    r.replicate(&b).unwrap();
+    let live = r.download(0..);
+    let mut progress = live.progress();
+    timeout(WAIT, progress.wait_for(|p| p.blocks == 40))
+        .await
+        .unwrap()
+        .unwrap();
+    // The writer drops its last 15 blocks and writes others.
+    w.truncate(25).unwrap();
+    w.append((0..5).map(|i| format!("fork-1 block {i}").into_bytes()))
+        .unwrap();
+    assert_eq!((w.fork(), w.len()), (1, 30));
+    // The reader finds the shared prefix (25 blocks), switches, and downloads the rest.
+    let mut status = r.status();
+    timeout(WAIT, status.wait_for(|s| s.fork == 1 && s.length == 30))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(WAIT, progress.wait_for(|p| p.blocks == 30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.tree_hash(), w.tree_hash());
+    for i in 0..30 {
+        assert_eq!(r.get(i).unwrap(), w.get(i).unwrap(), "block {i}");
+    }
+    assert!(r.get(30).unwrap().is_none());
+    drop(live);
+}

@@ -30,10 +30,16 @@
 //!   channel. A message that does not decode also closes the channel (JS destroys the
 //!   stream).
 //!
-//! Not implemented (JS has them): pushing unrequested data (`allowPush`), answering with a
-//! narrowed reorg when a writer with blocks we hold truncates (an empty core does follow a
-//! peer on a higher fork), hypercore extension messages (type 9 is decoded and ignored), and
-//! JS's hotswap of slow requests to faster peers.
+//! A writer that truncates moves its core to a higher fork; peers follow it as JS does: they
+//! fetch the new signed tree, narrow down the prefix it shares with theirs with `hash`
+//! proofs, drop the blocks after it and switch (`Hypercore::verify_reorg`,
+//! `update_reorg`, `apply_reorg`).
+//!
+//! Not implemented (JS has them): pushing unrequested data (`allowPush`), hypercore extension
+//! messages (type 9 is decoded and ignored; corenet's extensions run on channels of their
+//! own), seeks (we answer `seek` requests but never send them), and JS's hotswap of slow
+//! requests to faster peers (a request stays with its peer until answered or the peer
+//! leaves).
 
 mod peer;
 pub(crate) mod protocol;
@@ -45,7 +51,7 @@ use corenet_codec::PublicKey;
 use corenet_mux::{ChannelOptions, ChannelSender, MuxHandle};
 use tokio::sync::{oneshot, watch};
 
-use crate::core::{Event, Hypercore};
+use crate::core::{Event, Hypercore, ReorgBatch};
 use crate::error::Error;
 use crate::messages::Handshake;
 use protocol::{LocalView, PeerId, ProtoEvent, Protocol, ProtocolConfig};
@@ -253,6 +259,8 @@ struct Inner {
     attached: HashSet<[u8; 64]>,
     update_waiters: HashMap<u64, oneshot::Sender<bool>>,
     downloads: HashMap<u64, watch::Sender<DownloadProgress>>,
+    /// The reorg being narrowed down, by fork.
+    reorg: Option<(u64, ReorgBatch)>,
 }
 
 impl Inner {
@@ -325,6 +333,7 @@ impl Replicator {
                 attached: HashSet::new(),
                 update_waiters: HashMap::new(),
                 downloads: HashMap::new(),
+                reorg: None,
             }),
         }
     }
@@ -368,7 +377,7 @@ impl Replicator {
         }
         core.with_view(|view| {
             let mut grew = false;
-            let mut truncated = false;
+            let mut truncated: Option<u64> = None;
             // Adjacent blocks (a batch of verified proofs) are announced as one run.
             let mut run: Option<(u64, u64)> = None;
             for e in events {
@@ -382,18 +391,59 @@ impl Replicator {
                         }
                     },
                     Event::Upgraded { .. } => grew = true,
-                    Event::Truncated { .. } => truncated = true,
+                    Event::Truncated { ancestors, .. } => {
+                        truncated = Some(truncated.map_or(*ancestors, |a| a.min(*ancestors)));
+                    }
                     _ => {}
                 }
             }
             if let Some((s, l)) = run {
                 inner.proto.on_have(view, s, l);
             }
-            if grew || truncated {
+            if grew || truncated.is_some() {
                 inner.proto.on_length_changed(view, truncated);
             }
             inner.flush(view);
         });
+    }
+
+    /// A proof from a peer on a higher fork (JS `_onreorgdata`): its tree starts a reorg,
+    /// `hash` proofs narrow the shared prefix down; once known, the core switches to the
+    /// new fork (dropping the blocks after the shared prefix).
+    pub(crate) fn reorg_step(&self, core: &Hypercore, proof: &crate::Proof) -> Result<(), Error> {
+        let fork = proof.fork;
+        let existing = match self.lock().reorg.take() {
+            Some((f, b)) if f == fork => Some(b),
+            _ => None,
+        };
+        let batch = match existing {
+            Some(mut b) => match core.update_reorg(&mut b, proof) {
+                Ok(()) => b,
+                Err(e) => {
+                    self.lock().reorg = Some((fork, b));
+                    return Err(e);
+                }
+            },
+            // A node proof for a batch we no longer have: ask again.
+            None if proof.upgrade.is_none() => return Err(Error::Stale),
+            None => core.verify_reorg(proof)?,
+        };
+        if batch.is_finished() {
+            tracing::debug!(
+                fork,
+                ancestors = batch.ancestors(),
+                length = batch.length(),
+                "switching to a newer fork"
+            );
+            let r = core.apply_reorg(batch);
+            self.with(core, |p, v| p.reorg_done(v, fork));
+            r
+        } else {
+            let want = batch.want();
+            self.lock().reorg = Some((fork, batch));
+            self.with(core, |p, v| p.reorg_progress(v, fork, want));
+            Ok(())
+        }
     }
 
     // ----- peers -------------------------------------------------------------------------

@@ -304,17 +304,8 @@ fn handle_data(core: &Hypercore, peer: PeerId, data: &mut Vec<Data>) -> bool {
         }
     }
     for (id, proof) in forks {
-        // A peer on a higher fork gave us its whole tree (only asked for by an empty core).
-        let r = core
-            .verify_reorg(&proof)
-            .and_then(|reorg| {
-                if reorg.is_finished() {
-                    core.apply_reorg(reorg)
-                } else {
-                    Err(Error::Stale)
-                }
-            })
-            .map(|()| 0);
+        // A peer on a higher fork: its tree, or nodes narrowing down the shared prefix.
+        let r = repl.reorg_step(core, &proof).map(|()| 0);
         outcomes.push((id, outcome(r)));
     }
     let mut ok = true;

@@ -307,6 +307,10 @@ struct Inflight {
     peer: PeerId,
     fork: u64,
     block: Option<u64>,
+    /// A `hash` request (reorgs): its flat index.
+    hash: Option<u64>,
+    /// Part of following a higher fork.
+    reorg: bool,
     upgrade: bool,
     manifest_only: bool,
     /// Its answer arrived and is being verified: it no longer takes one of the peer's
@@ -322,6 +326,20 @@ struct Upgrade {
     fork: u64,
     inflight: Option<u64>,
     waiters: Vec<u64>,
+}
+
+/// Following a peer to a higher fork (JS `ForkRequest`): first its whole signed tree (an
+/// upgrade from 0 on its fork), then, while the shared prefix with our tree is unknown,
+/// `hash` proofs of nodes that narrow it down. The batch itself (a
+/// [`crate::ReorgBatch`]) lives in the shell, which reports what it still wants.
+#[derive(Debug, Clone, Copy)]
+struct Reorg {
+    fork: u64,
+    /// The tree proof arrived (a batch exists).
+    started: bool,
+    /// What the batch wants next (`None` with `started`: finished, being applied).
+    want: Option<crate::core::ReorgWant>,
+    inflight: Option<u64>,
 }
 
 /// A `download` range.
@@ -364,6 +382,9 @@ pub(crate) struct Protocol {
     ranges: BTreeMap<u64, RangeState>,
     next_range: u64,
     upgrade: Option<Upgrade>,
+    reorg: Option<Reorg>,
+    /// The length peers were last told about (to announce what a truncation dropped).
+    known_length: u64,
     next_waiter: u64,
     manifest_request: Option<u64>,
     /// Rotates the peer order of `update_all` so that no peer is always first.
@@ -386,6 +407,8 @@ impl Protocol {
             ranges: BTreeMap::new(),
             next_range: 0,
             upgrade: None,
+            reorg: None,
+            known_length: 0,
             next_waiter: 0,
             manifest_request: None,
             rotate: 0,
@@ -464,6 +487,7 @@ impl Protocol {
         self.opening = self.opening.saturating_sub(1);
         let id = PeerId(self.next_peer);
         self.next_peer += 1;
+        self.known_length = local.length();
         self.peers.insert(id, Peer::new());
         self.send_sync(local, id);
         let contig = local.contiguous_length().min(local.length());
@@ -636,6 +660,18 @@ impl Protocol {
         if follow {
             self.ensure_upgrade(local);
         }
+        if m.fork > local.fork() && m.length > 0 {
+            // JS `_updateFork`: the writer truncated; follow the newest fork.
+            if self.reorg.is_none_or(|r| r.fork < m.fork) {
+                tracing::debug!(peer = p.0, fork = m.fork, "a peer is on a newer fork");
+                self.reorg = Some(Reorg {
+                    fork: m.fork,
+                    started: false,
+                    want: None,
+                    inflight: None,
+                });
+            }
+        }
         if behind {
             self.signal_upgrade(local, p);
         }
@@ -802,9 +838,9 @@ impl Protocol {
             .block
             .as_ref()
             .is_none_or(|b| r.block == Some(b.index))
-            && proof.hash.is_none()
+            && proof.hash.as_ref().is_none_or(|h| r.hash == Some(h.index))
             && proof.seek.is_none()
-            && (proof.upgrade.is_none() || r.upgrade)
+            && (proof.upgrade.is_none() || r.upgrade || r.reorg)
             && proof.fork == r.fork;
         if !matching {
             tracing::debug!(
@@ -898,6 +934,38 @@ impl Protocol {
         if r.manifest_only && self.manifest_request == Some(id) {
             self.manifest_request = None;
         }
+        if r.reorg {
+            if let Some(f) = &mut self.reorg {
+                if f.inflight == Some(id) {
+                    f.inflight = None;
+                }
+            }
+        }
+    }
+
+    /// The shell verified a reorg proof for `fork`: the batch now wants `want` (`None`:
+    /// finished; the shell applies it).
+    pub(crate) fn reorg_progress(
+        &mut self,
+        local: &dyn LocalView,
+        fork: u64,
+        want: Option<crate::core::ReorgWant>,
+    ) {
+        if let Some(f) = &mut self.reorg {
+            if f.fork == fork {
+                f.started = true;
+                f.want = want;
+            }
+        }
+        self.update_all(local);
+    }
+
+    /// The reorg to `fork` was applied, or given up (the batch failed to apply).
+    pub(crate) fn reorg_done(&mut self, local: &dyn LocalView, fork: u64) {
+        if self.reorg.is_some_and(|f| f.fork <= fork) {
+            self.reorg = None;
+        }
+        self.update_all(local);
     }
 
     /// A request failed or was dropped: what it asked for may be asked again.
@@ -935,9 +1003,10 @@ impl Protocol {
         }
     }
 
-    /// The tree changed: grew (`truncated == false`) or was truncated / reorganised.
-    pub(crate) fn on_length_changed(&mut self, local: &dyn LocalView, truncated: bool) {
-        if truncated {
+    /// The tree changed: grew, or was truncated / reorganised keeping the blocks below
+    /// `truncated` (`Some(ancestors)`).
+    pub(crate) fn on_length_changed(&mut self, local: &dyn LocalView, truncated: Option<u64>) {
+        if let Some(ancestors) = truncated {
             let length = local.length();
             let ids: Vec<u64> = self.ranges.keys().copied().collect();
             for id in ids {
@@ -955,6 +1024,17 @@ impl Protocol {
             for peer in self.peers.values_mut() {
                 peer.fully_signaled = peer.fully_signaled.min(length);
             }
+            // JS `ontruncate`: peers hear which blocks we dropped.
+            if self.known_length > ancestors {
+                let dropped = self.known_length - ancestors;
+                let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+                for p in peers {
+                    self.broadcast_range(local, p, ancestors, dropped, true);
+                }
+            }
+            if self.reorg.is_some_and(|f| f.fork <= local.fork()) {
+                self.reorg = None;
+            }
         } else {
             // Open ranges grew.
             let open: Vec<u64> = self
@@ -967,6 +1047,7 @@ impl Protocol {
                 self.events.push_back(ProtoEvent::RangeUpdated(id));
             }
         }
+        self.known_length = local.length();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for p in peers {
             self.signal_upgrade(local, p);
@@ -1244,6 +1325,8 @@ impl Protocol {
                 peer: p,
                 fork: req.proof.fork,
                 block,
+                hash: None,
+                reorg: false,
                 upgrade,
                 manifest_only,
                 processing: false,
@@ -1376,34 +1459,58 @@ impl Protocol {
         false
     }
 
-    /// JS `_requestForkProof`, for an empty core only: a peer on a higher fork (its writer
-    /// truncated at some point) can give us its whole tree, which we switch to. (A core
-    /// with blocks would have to find the shared prefix first; that reorg is not followed.)
+    /// JS `_requestForkProof` and `_requestForkRange`: the tree of the newer fork, then the
+    /// nodes that narrow down the prefix it shares with ours.
     fn request_fork(&mut self, local: &dyn LocalView, p: PeerId) -> bool {
-        let Some(peer) = self.peers.get(&p) else {
+        let (Some(peer), Some(f)) = (self.peers.get(&p), self.reorg) else {
             return false;
         };
-        if peer.remote_fork <= local.fork()
-            || local.length() > 0
-            || peer.remote_length == 0
-            || self.upgrade.as_ref().is_some_and(|u| u.inflight.is_some())
-        {
+        if f.inflight.is_some() || peer.remote_fork != f.fork || peer.remote_length == 0 {
             return false;
         }
-        let req = Request {
+        let mut req = Request {
             id: 0,
             priority: 0,
             proof: ProofRequest {
-                fork: peer.remote_fork,
-                upgrade: Some(RequestUpgrade {
-                    start: 0,
-                    length: peer.remote_length,
-                }),
-                manifest: local.needs_manifest(),
+                fork: f.fork,
                 ..ProofRequest::default()
             },
         };
+        if !f.started {
+            req.proof.upgrade = Some(RequestUpgrade {
+                start: 0,
+                length: peer.remote_length,
+            });
+            req.proof.manifest = local.needs_manifest();
+        } else {
+            let Some(want) = f.want else {
+                return false;
+            };
+            let end = want.end.min(peer.remote_length);
+            let Some(i) = (want.start..end).find(|i| peer.remote_has(*i)) else {
+                return false;
+            };
+            req.proof.hash = Some(RequestBlock {
+                index: 2 * i,
+                nodes: want.nodes,
+            });
+        }
+        let id = self.next_request;
         self.send_request(local, p, req, None, false);
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.reorg = true;
+            r.upgrade = false;
+            r.hash = req.proof.hash.map(|h| h.index);
+        }
+        if let Some(f) = &mut self.reorg {
+            f.inflight = Some(id);
+        }
+        // The upgrade slot is not taken by a fork request (it is not an upgrade of ours).
+        if let Some(u) = &mut self.upgrade {
+            if u.inflight == Some(id) {
+                u.inflight = None;
+            }
+        }
         true
     }
 

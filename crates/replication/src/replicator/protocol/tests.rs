@@ -671,7 +671,7 @@ fn haves_reach_peers_that_may_care() {
     local.length = 12;
     local.blocks.set_range(10..12, true);
     p.on_have(&local, 10, 2);
-    p.on_length_changed(&local, false);
+    p.on_length_changed(&local, None);
     let out = drain(&mut p);
     assert!(out.contains(&Transmit {
         peer,
