@@ -425,21 +425,33 @@ impl Corestore {
     ///
     /// Register it before the remote's opens can arrive, i.e. right after creating the mux
     /// (a remote open that finds neither a channel nor this store's pairing hook is
-    /// rejected, as in JS protomux).
+    /// rejected, as in JS protomux). Calling it again for the same connection does nothing.
+    /// The connection keeps the cores it replicates open (on-disk cores close when their
+    /// last handle, this included, is gone).
     pub fn replicate(&self, mux: &MuxHandle) -> Result<(), Error> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidArgument("replicate must be called within a tokio runtime")
         })?;
-        let hook = mux.pair(crate::replicator::PROTOCOL, None);
-        rt.spawn(answer_discovery_keys(self.clone(), mux.clone(), hook));
-        self.inner
-            .streams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Tracked {
+        {
+            let mut streams = self
+                .inner
+                .streams
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let conn = mux.stream_info().handshake_hash;
+            if streams
+                .iter()
+                .any(|t| t.mux.stream_info().handshake_hash == conn && !t.mux.is_closed())
+            {
+                return Ok(());
+            }
+            streams.push(Tracked {
                 mux: mux.clone(),
                 rt: rt.clone(),
             });
+        }
+        let hook = mux.pair(crate::replicator::PROTOCOL, None);
+        rt.spawn(answer_discovery_keys(self.clone(), mux.clone(), hook));
         for core in self.open_cores() {
             core.replicator().attach(&core, mux, &rt)?;
         }

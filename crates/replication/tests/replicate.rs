@@ -439,3 +439,39 @@ async fn a_reader_follows_the_writer_through_a_truncation() {
     assert!(r.get(30).unwrap().is_none());
     drop(live);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_requests_is_dropped() {
+    use corenet_replication::messages::{Request, MSG_REQUEST};
+    use corenet_replication::{ProofRequest, RequestBlock};
+    let w = writer(10, 100);
+    w.set_replicator_config(ReplicatorConfig::default().with_max_remote_requests(50));
+    let (a, b) = pair().await;
+    w.replicate(&a).unwrap();
+    let mut ch = open_by_hand(&b, w.discovery_key(), w.key().as_bytes()).await;
+    timeout(WAIT, ch.opened()).await.unwrap().unwrap();
+    // Far more requests than the writer queues, sent at once (they arrive together).
+    let _cork = b.cork();
+    for id in 1..=1000u64 {
+        let req = Request {
+            id,
+            priority: 0,
+            proof: ProofRequest {
+                block: Some(RequestBlock {
+                    index: id % 10,
+                    nodes: 0,
+                }),
+                ..ProofRequest::default()
+            },
+        };
+        ch.send_encoded_now(MSG_REQUEST, &req).unwrap();
+    }
+    drop(_cork);
+    let reason = timeout(WAIT, async {
+        while ch.recv().await.is_some() {}
+        ch.close_reason()
+    })
+    .await
+    .unwrap();
+    assert_eq!(reason, Some(corenet_mux::CloseReason::Remote));
+}

@@ -355,7 +355,8 @@ async fn upload(core: Hypercore, sender: ChannelSender, uploads: Arc<Uploads>, p
     let mut invalid = 0;
     while let Some(req) = uploads.pop().await {
         if !core.replicator().is_active(peer) {
-            break;
+            // A paused peer gets no answers (JS skips them too); its channel stays.
+            continue;
         }
         let sent = match core.create_proof(&req.proof) {
             Ok(Some(proof)) => {
