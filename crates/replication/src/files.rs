@@ -76,7 +76,9 @@ pub struct SharedFile {
 }
 
 /// Puts the file at `path` into the named core `name` of `store` (64 KiB blocks, one
-/// signature per 4 MiB batch) and returns it. Idempotent: a core that already holds the
+/// signature per 4 MiB batch) and returns it. The same name in the same store always gives
+/// the same core (and key): a CLI would use, say, the file's canonical path as the name, so
+/// that sharing a file again serves the same key. Idempotent: a core that already holds the
 /// file is returned as is; one that holds a prefix of it (the file grew) gets the rest
 /// appended. Fails with [`Error::InvalidArgument`] when the core holds content that is not
 /// a prefix of the file.
@@ -211,8 +213,9 @@ pub struct DownloadedFile {
 ///
 /// The core's length is taken when the download starts: first, if the core is empty, this
 /// waits until a peer gives it a tree (forever if none ever does: bound it with
-/// `tokio::time::timeout`), then asks the peers once for a newer one ([`Hypercore::update`]).
-/// Blocks appended later are not included.
+/// `tokio::time::timeout`), then asks the peers once for a newer one ([`Hypercore::update`],
+/// which waits for the channels being opened, so call this after replicating the core over
+/// the connections found so far). Blocks appended later are not included.
 ///
 /// Resumable: blocks already in the core's storage are not fetched again, so after an
 /// interruption, a second run on the same core (the same on-disk [`Corestore`]) fetches only

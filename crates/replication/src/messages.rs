@@ -1,10 +1,12 @@
-//! The proof-carrying wire messages of the `hypercore/alpha` channel: `request` (type 1) and
-//! `data` (type 3), with their parts (hypercore `lib/messages.js` `wire.request`,
-//! `wire.data`).
+//! The wire messages of the `hypercore/alpha` channel (hypercore `lib/messages.js`,
+//! `wire.*`): the channel [`Handshake`], and by type: 0 [`Sync`], 1 [`Request`], 2 [`Cancel`],
+//! 3 [`Data`], 4 [`NoData`], 5 [`Want`], 6 unwant ([`Want`]), 7 [`BitfieldMessage`], 8
+//! [`Range`], 9 [`Extension`]; [`Message`] decodes any of them by type.
 //!
 //! A [`Request`] wraps a [`ProofRequest`] (what to prove) with the request id and priority; a
 //! [`Data`] wraps a [`Proof`] with the id of the request it answers. The encodings are
-//! byte-for-byte the JS ones: a flags `uint` says which optional parts follow.
+//! byte-for-byte the JS ones (checked against hypercore 11.37.1's encoders in
+//! `tests/wire_vectors.rs`): a flags `uint` says which optional parts follow.
 
 use bytes::{BufMut, Bytes};
 use corenet_codec::{encode, Decode, DecodeError, Decoder, Encode};
