@@ -16,6 +16,8 @@ use crate::error::{Error, ProofError};
 use crate::flat;
 use crate::manifest::Manifest;
 use crate::messages::{Proof, ProofRequest};
+use crate::replicator::protocol::LocalView;
+use crate::replicator::{Replicator, ReplicatorConfig};
 use crate::storage::{Auth, Head, MemoryStorage, Storage, WriteBatch};
 use crate::tree::{self, Node, Tree, TreeBatch, Untrusted, UpgradePart};
 use crate::verifier::Verifier;
@@ -221,6 +223,8 @@ struct State {
     bitfield: Bitfield,
     contiguous_length: u64,
     generation: u64,
+    /// Events not yet handed to the replicator (it runs after the lock is released).
+    hook_events: Vec<Event>,
 }
 
 impl std::fmt::Debug for State {
@@ -241,6 +245,8 @@ struct Shared {
     state: Mutex<State>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<Event>,
+    /// The core's replication state (peers, wanted blocks, downloads).
+    replicator: Replicator,
 }
 
 /// A hypercore: a signed, append-only log of blocks, verifiable block by block.
@@ -416,6 +422,7 @@ impl Hypercore {
             bitfield,
             contiguous_length,
             generation: 0,
+            hook_events: Vec::new(),
         };
         let (status, _) = watch::channel(Self::status_of(&state));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
@@ -427,6 +434,7 @@ impl Hypercore {
                 state: Mutex::new(state),
                 status,
                 events,
+                replicator: Replicator::new(ReplicatorConfig::default()),
             }),
         })
     }
@@ -456,8 +464,18 @@ impl Hypercore {
         let status = Self::status_of(st);
         self.shared.status.send_replace(status);
         for e in events {
+            st.hook_events.push(e.clone());
             // No subscriber is not an error.
             let _ = self.shared.events.send(e);
+        }
+    }
+
+    /// Hands the changes of the last operation to the replicator, outside the core's lock
+    /// (the replicator locks its own state, then reads the core).
+    fn run_hooks(&self) {
+        let events = std::mem::take(&mut self.lock().hook_events);
+        if !events.is_empty() {
+            self.shared.replicator.on_core_events(self, &events);
         }
     }
 
@@ -585,21 +603,7 @@ impl Hypercore {
     /// nor implied by the current roots (`MerkleTree.missingNodes`): the `nodes` value of a
     /// block or hash request, so that the responder sends exactly the nodes we lack.
     pub fn missing_nodes(&self, index: u64) -> Result<u64, Error> {
-        let st = self.lock();
-        let head = 2 * st.tree.length;
-        if index >= 2 * MAX_LENGTH {
-            return Ok(0);
-        }
-        let mut ite = flat::Iter::new(index);
-        if ite.peek_right_span() >= head {
-            return Ok(0);
-        }
-        let mut count = 0;
-        while !ite.contains(head) && st.storage.node(ite.index)?.is_none() {
-            count += 1;
-            ite.parent();
-        }
-        Ok(count)
+        missing_nodes_of(&self.lock(), index)
     }
 
     /// A tree node, if stored locally.
@@ -653,6 +657,12 @@ impl Hypercore {
         I::Item: Into<Bytes>,
     {
         let blocks: Vec<Bytes> = blocks.into_iter().map(Into::into).collect();
+        let r = self.append_inner(blocks);
+        self.run_hooks();
+        r
+    }
+
+    fn append_inner(&self, blocks: Vec<Bytes>) -> Result<Appended, Error> {
         let mut st = self.lock();
         if blocks.is_empty() {
             return Ok(Appended {
@@ -742,6 +752,12 @@ impl Hypercore {
     /// Truncates a writable core to `length` blocks, bumping the fork id, and signs the
     /// shorter tree.
     pub fn truncate(&self, length: u64) -> Result<(), Error> {
+        let r = self.truncate_inner(length);
+        self.run_hooks();
+        r
+    }
+
+    fn truncate_inner(&self, length: u64) -> Result<(), Error> {
         let mut st = self.lock();
         if length > st.tree.length {
             return Err(Error::InvalidArgument("not a truncation"));
@@ -889,9 +905,13 @@ impl Hypercore {
     /// Verifies a remote's proof and, if it holds, stores the block, nodes, upgrade and
     /// manifest it carries in one atomic storage batch. On any error nothing is stored.
     pub fn verify_and_apply(&self, proof: &Proof) -> Result<Applied, Error> {
-        let mut st = self.lock();
-        let verified = Self::verify_locked(&st, proof, &HashMap::new())?;
-        self.apply_locked(&mut st, verified)
+        let r = {
+            let mut st = self.lock();
+            Self::verify_locked(&st, proof, &HashMap::new())
+                .and_then(|verified| self.apply_locked(&mut st, verified))
+        };
+        self.run_hooks();
+        r
     }
 
     /// Verifies and applies many proofs with as few storage commits as possible: runs of
@@ -901,6 +921,12 @@ impl Hypercore {
     /// does not affect the others (unless the shared commit itself fails, which fails the
     /// whole run).
     pub fn verify_and_apply_many(&self, proofs: &[Proof]) -> Vec<Result<Applied, Error>> {
+        let r = self.verify_and_apply_many_inner(proofs);
+        self.run_hooks();
+        r
+    }
+
+    fn verify_and_apply_many_inner(&self, proofs: &[Proof]) -> Vec<Result<Applied, Error>> {
         let mut st = self.lock();
         let mut results: Vec<Result<Applied, Error>> = Vec::with_capacity(proofs.len());
         let mut run = Run::default();
@@ -965,8 +991,12 @@ impl Hypercore {
 
     /// Stores a verified proof.
     pub fn apply(&self, verified: VerifiedProof) -> Result<Applied, Error> {
-        let mut st = self.lock();
-        self.apply_locked(&mut st, verified)
+        let r = {
+            let mut st = self.lock();
+            self.apply_locked(&mut st, verified)
+        };
+        self.run_hooks();
+        r
     }
 
     /// The verifier to check an upgrade with, and the manifest to store if the core did
@@ -1340,12 +1370,107 @@ impl Hypercore {
     /// stores the new tree head. Fails with [`Error::Stale`] if the core changed since
     /// [`Hypercore::verify_reorg`].
     pub fn apply_reorg(&self, reorg: ReorgBatch) -> Result<(), Error> {
-        let mut st = self.lock();
-        if !reorg.batch.commitable(&st.tree) {
-            return Err(Error::Stale);
-        }
-        self.commit_truncation(&mut st, reorg.batch, reorg.manifest)
+        let r = {
+            let mut st = self.lock();
+            if reorg.batch.commitable(&st.tree) {
+                self.commit_truncation(&mut st, reorg.batch, reorg.manifest)
+            } else {
+                Err(Error::Stale)
+            }
+        };
+        self.run_hooks();
+        r
     }
+}
+
+impl Hypercore {
+    /// The core's replicator.
+    pub(crate) fn replicator(&self) -> &Replicator {
+        &self.shared.replicator
+    }
+
+    /// Runs `f` with the core locked, on a read-only view for the replicator.
+    pub(crate) fn with_view<R>(&self, f: impl FnOnce(&dyn LocalView) -> R) -> R {
+        let st = self.lock();
+        f(&*st)
+    }
+}
+
+impl LocalView for State {
+    fn length(&self) -> u64 {
+        self.tree.length
+    }
+
+    fn byte_length(&self) -> u64 {
+        self.tree.byte_length
+    }
+
+    fn fork(&self) -> u64 {
+        self.tree.fork
+    }
+
+    fn contiguous_length(&self) -> u64 {
+        self.contiguous_length
+    }
+
+    fn has(&self, i: u64) -> bool {
+        self.bitfield.get(i)
+    }
+
+    fn next_missing(&self, from: u64) -> u64 {
+        self.bitfield.find_first(false, from)
+    }
+
+    fn next_present(&self, from: u64, to: u64) -> Option<u64> {
+        let n = self.bitfield.find_first(true, from);
+        (n < to).then_some(n)
+    }
+
+    fn count(&self, from: u64, to: u64) -> u64 {
+        self.bitfield.count(from..to)
+    }
+
+    fn words(&self, start: u64, count: usize) -> Vec<u32> {
+        self.bitfield.words_u32(start, count)
+    }
+
+    fn has_manifest(&self) -> bool {
+        self.verifier.as_ref().is_some_and(|v| !v.is_compat())
+    }
+
+    fn needs_manifest(&self) -> bool {
+        self.verifier.is_none()
+    }
+
+    fn upgradeable(&self, length: u64) -> bool {
+        if length > MAX_LENGTH {
+            return false;
+        }
+        flat::full_roots(2 * length).all(|i| matches!(self.storage.node(i), Ok(Some(_))))
+    }
+
+    fn missing_nodes(&self, index: u64) -> u64 {
+        missing_nodes_of(self, index).unwrap_or(0)
+    }
+}
+
+/// `MerkleTree.missingNodes`: nodes above flat index `index` neither stored nor implied by
+/// the current roots.
+fn missing_nodes_of(st: &State, index: u64) -> Result<u64, Error> {
+    let head = 2 * st.tree.length;
+    if index >= 2 * MAX_LENGTH {
+        return Ok(0);
+    }
+    let mut ite = flat::Iter::new(index);
+    if ite.peek_right_span() >= head {
+        return Ok(0);
+    }
+    let mut count = 0;
+    while !ite.contains(head) && st.storage.node(ite.index)?.is_none() {
+        count += 1;
+        ite.parent();
+    }
+    Ok(count)
 }
 
 /// A handle that does not keep the core open.

@@ -31,9 +31,13 @@ use corenet_noise::KeyPair;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use corenet_mux::{DriverConfig, MuxHandle, PairRequests};
+use corenet_noise::SecretStream;
+
 use crate::core::{CoreKind, Hypercore, WeakHypercore};
 use crate::error::{Error, StorageError};
 use crate::manifest::Manifest;
+use crate::replicator::ReplicatorConfig;
 use crate::storage::{DiskStorage, MemoryStorage, SyncPolicy};
 
 /// The root namespace of a corestore: 32 zero bytes.
@@ -77,6 +81,8 @@ pub struct CorestoreConfig {
     sync: SyncPolicy,
     /// A given primary key instead of a random one.
     primary_key: Option<Zeroizing<[u8; 32]>>,
+    /// Replicator settings of every core.
+    replicator: ReplicatorConfig,
 }
 
 impl std::fmt::Debug for CorestoreConfig {
@@ -84,6 +90,7 @@ impl std::fmt::Debug for CorestoreConfig {
         f.debug_struct("CorestoreConfig")
             .field("sync", &self.sync)
             .field("primary_key", &self.primary_key.as_ref().map(|_| "<set>"))
+            .field("replicator", &self.replicator)
             .finish()
     }
 }
@@ -100,6 +107,13 @@ impl CorestoreConfig {
     /// knows the primary key can sign for every named core: JS calls passing one "unsafe".
     pub fn with_primary_key(mut self, primary_key: [u8; 32]) -> Self {
         self.primary_key = Some(Zeroizing::new(primary_key));
+        self
+    }
+
+    /// The replicator settings of every core the store opens. Default:
+    /// [`ReplicatorConfig::default`].
+    pub fn with_replicator(mut self, config: ReplicatorConfig) -> Self {
+        self.replicator = config;
         self
     }
 }
@@ -122,6 +136,18 @@ struct Inner {
     primary_key: Zeroizing<[u8; 32]>,
     backend: Backend,
     cores: Mutex<HashMap<DiscoveryKey, Slot>>,
+    /// Connections replicating the store: cores opened later join them (JS
+    /// `StreamTracker`). Pruned when they close.
+    streams: Mutex<Vec<Tracked>>,
+    /// Replicator settings of the cores it opens.
+    replicator: ReplicatorConfig,
+}
+
+/// A connection the store replicates over.
+#[derive(Debug, Clone)]
+struct Tracked {
+    mux: MuxHandle,
+    rt: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Inner {
@@ -167,6 +193,8 @@ impl Corestore {
                 primary_key,
                 backend: Backend::Memory,
                 cores: Mutex::new(HashMap::new()),
+                streams: Mutex::new(Vec::new()),
+                replicator: config.replicator,
             }),
             namespace: DEFAULT_NAMESPACE,
         }
@@ -190,6 +218,8 @@ impl Corestore {
                     sync: config.sync,
                 },
                 cores: Mutex::new(HashMap::new()),
+                streams: Mutex::new(Vec::new()),
+                replicator: config.replicator,
             }),
             namespace: DEFAULT_NAMESPACE,
         })
@@ -352,7 +382,137 @@ impl Corestore {
             Slot::Strong(_) => true,
             Slot::Weak(w) => w.upgrade().is_some(),
         });
+        drop(cores);
+        core.set_replicator_config(self.inner.replicator);
+        // A new core joins every connection the store replicates over.
+        for t in self.live_streams() {
+            if let Err(e) = core.replicator().attach(&core, &t.mux, &t.rt) {
+                tracing::debug!(error = %e, "cannot replicate a new core over a connection");
+            }
+        }
         Ok(core)
+    }
+
+    /// The connections still open (closed ones are forgotten).
+    fn live_streams(&self) -> Vec<Tracked> {
+        let mut streams = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        streams.retain(|t| !t.mux.is_closed());
+        streams.clone()
+    }
+
+    /// The cores open right now.
+    fn open_cores(&self) -> Vec<Hypercore> {
+        self.lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Strong(c) => Some(c.clone()),
+                Slot::Weak(w) => w.upgrade(),
+            })
+            .collect()
+    }
+
+    /// Replicates the store over a connection (JS `store.replicate(stream)`): every open
+    /// core gets its `hypercore/alpha` channel, a core the remote asks for that the store
+    /// holds (in memory, or on disk though not open) is opened on demand
+    /// ([`Corestore::get_by_discovery_key`]), and cores opened later on this side join the
+    /// connection. The remote side's cores pair with ours when both have them; a channel for
+    /// a core only one side has is rejected by the other. Replication runs until the
+    /// connection closes (close the mux to stop). Must be called within a tokio runtime.
+    ///
+    /// Register it before the remote's opens can arrive, i.e. right after creating the mux
+    /// (a remote open that finds neither a channel nor this store's pairing hook is
+    /// rejected, as in JS protomux). Calling it again for the same connection does nothing.
+    /// The connection keeps the cores it replicates open (on-disk cores close when their
+    /// last handle, this included, is gone).
+    pub fn replicate(&self, mux: &MuxHandle) -> Result<(), Error> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::InvalidArgument("replicate must be called within a tokio runtime")
+        })?;
+        {
+            let mut streams = self
+                .inner
+                .streams
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let conn = mux.stream_info().handshake_hash;
+            if streams
+                .iter()
+                .any(|t| t.mux.stream_info().handshake_hash == conn && !t.mux.is_closed())
+            {
+                return Ok(());
+            }
+            streams.push(Tracked {
+                mux: mux.clone(),
+                rt: rt.clone(),
+            });
+        }
+        let hook = mux.pair(crate::replicator::PROTOCOL, None);
+        rt.spawn(answer_discovery_keys(self.clone(), mux.clone(), hook));
+        for core in self.open_cores() {
+            core.replicator().attach(&core, mux, &rt)?;
+        }
+        Ok(())
+    }
+
+    /// [`Corestore::replicate`] over a secret stream: puts a mux on it (with
+    /// [`replication_driver_config`]) and returns the mux handle (close it to stop).
+    pub fn replicate_stream<S>(&self, stream: SecretStream<S>) -> Result<MuxHandle, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mux, driver) = MuxHandle::new(stream, replication_driver_config());
+        self.replicate(&mux)?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(error = %e, "replication stream ended with an error");
+            }
+        });
+        Ok(mux)
+    }
+}
+
+/// Settings of the mux [`Corestore::replicate_stream`] puts on a stream: the defaults with
+/// 4 MiB channel and send buffers, so that a batch of large blocks fits in a channel's
+/// inbox while the previous one is verified.
+pub fn replication_driver_config() -> DriverConfig {
+    DriverConfig::default()
+        .with_channel_buffer(4 * 1024 * 1024)
+        .with_send_buffer(4 * 1024 * 1024)
+}
+
+/// The store's pairing hook (JS `ondiscoverykey`): opens the core a remote asks for if the
+/// store holds it, which claims the remote's open; anything else is rejected.
+async fn answer_discovery_keys(store: Corestore, mux: MuxHandle, mut hook: PairRequests) {
+    let rt = tokio::runtime::Handle::current();
+    while let Some(request) = hook.recv().await {
+        let Some(dk) = DiscoveryKey::from_slice(request.key().id()) else {
+            request.reject();
+            continue;
+        };
+        match store.get_by_discovery_key(dk) {
+            Ok(Some(core)) => {
+                // Opening our channel pairs it with the remote's pending open (this request);
+                // the request itself then has nothing left to answer.
+                if let Err(e) = core.replicator().attach(&core, &mux, &rt) {
+                    tracing::debug!(error = %e, "cannot replicate a requested core");
+                } else if let Err(e) = crate::replicator::open_channel(&core, &mux, &rt) {
+                    tracing::debug!(error = %e, "cannot open a requested core's channel");
+                }
+                drop(request);
+            }
+            Ok(None) => {
+                tracing::trace!(dk = %dk, "remote asked for a core we do not have");
+                request.reject();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open a requested core");
+                request.reject();
+            }
+        }
     }
 }
 

@@ -104,6 +104,12 @@ pub enum Error {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The connection's mux failed or is closed.
+    #[error("mux: {0}")]
+    Mux(#[from] corenet_mux::Error),
+    /// The core or the connection went away while waiting.
+    #[error("closed")]
+    Closed,
 }
 
 impl Error {

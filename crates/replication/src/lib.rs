@@ -1,26 +1,35 @@
-//! Hypercore 11 as a storage and verification library, and corestore's key derivation.
+//! Hypercore 11 and corestore 7: storage, verification and replication.
 //!
-//! This crate mirrors the data-structure half of the JS modules `hypercore` 11.37.1
-//! (`lib/merkle-tree.js`, `lib/verifier.js`, `lib/caps.js`, `lib/messages.js`,
-//! `lib/bitfield.js`, `lib/core.js`), `flat-tree` and `corestore` 7.12.5: a hypercore is a
-//! signed append-only log whose blocks are leaves of a flat-tree Merkle tree, so any block
-//! can be verified against the signed tree head with a short proof. Everything that goes on
-//! the wire or into a key is byte-for-byte what JS produces: keys, discovery keys, manifest
-//! encodings, tree hashes, signables, signatures, and the `request`/`data` proof messages.
-//! The `hypercore/alpha` replicator is built on top of the proof API here.
+//! This crate mirrors the JS modules `hypercore` 11.37.1 (`lib/merkle-tree.js`,
+//! `lib/verifier.js`, `lib/caps.js`, `lib/messages.js`, `lib/bitfield.js`, `lib/core.js`,
+//! `lib/replicator.js`), `flat-tree` and `corestore` 7.12.5: a hypercore is a signed
+//! append-only log whose blocks are leaves of a flat-tree Merkle tree, so any block can be
+//! verified against the signed tree head with a short proof. Everything that goes on the wire
+//! or into a key is byte-for-byte what JS produces: keys, discovery keys, manifest encodings,
+//! tree hashes, signables, signatures, and the ten messages of the `hypercore/alpha`
+//! replication channel. A corenet peer and a JS peer replicate cores with each other over
+//! one protomux connection.
 //!
 //! # Layout
 //! - [`flat`]: flat-tree index math.
 //! - [`tree`]: [`Node`], tree hashes; batches of appends and proof verification.
-//! - [`manifest`]: [`Manifest`] and multisig encodings; [`caps`]: namespaces and signables.
+//! - [`manifest`]: [`Manifest`] and multisig encodings; [`caps`]: namespaces, signables and
+//!   the replication capability.
 //! - [`bitfield`]: the sparse [`Bitfield`] of stored blocks.
-//! - [`messages`]: the wire `request` / `data` messages and their parts ([`ProofRequest`],
-//!   [`Proof`]).
+//! - [`messages`]: the wire messages: `request` / `data` with their proof parts
+//!   ([`ProofRequest`], [`Proof`]), and the other eight ([`messages::Message`]).
 //! - [`storage`]: the [`Storage`] trait, [`MemoryStorage`], the crash-safe [`DiskStorage`]
 //!   (format and fsync policy documented there).
 //! - [`Hypercore`]: the core: append, get, proofs, verify-and-apply, truncation, reorgs,
-//!   change notifications.
-//! - [`corestore`]: [`Corestore`], named cores derived from a primary key.
+//!   change notifications; and replication: [`Hypercore::replicate`], [`Hypercore::fetch`],
+//!   [`Hypercore::download`], [`Hypercore::update`].
+//! - [`replicator`]: the replicator behind those methods: a sans-IO protocol state machine
+//!   and the tasks that run it over protomux channels (architecture and the differences
+//!   from JS documented there).
+//! - [`corestore`]: [`Corestore`], named cores derived from a primary key, and all-to-all
+//!   replication of a store over a connection ([`Corestore::replicate`]).
+//! - [`files`]: a file as a core of 64 KiB blocks: [`files::share_file`] and the resumable
+//!   [`files::download_to_file`] with progress.
 //!
 //! # Durability
 //!
@@ -28,8 +37,50 @@
 //! commit; a core killed mid-write reopens at its last complete commit. By default every
 //! commit is `fdatasync`ed before it returns ([`SyncPolicy::Always`]);
 //! [`SyncPolicy::Never`] leaves flushing to the OS (safe against process crashes, not power
-//! loss). [`Hypercore::verify_and_apply_many`] commits a run of downloaded blocks at once.
-//! The format and the policy are documented in [`storage`]'s `DiskStorage`.
+//! loss). [`Hypercore::verify_and_apply_many`] commits a run of downloaded blocks at once;
+//! the replicator verifies what arrived together as one such run.
+//!
+//! # Replication
+//!
+//! Over any secret stream (TCP, a UDX stream from the swarm, an in-memory pipe), put a mux on
+//! it and replicate a store (or single cores). Blocks are fetched on demand or by range,
+//! from every peer that has them, each one verified before it is stored:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use corenet_noise::{Config, KeyPair, SecretStream};
+//! use corenet_replication::Corestore;
+//!
+//! // Two peers connected by an in-memory pipe.
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let initiator = tokio::spawn(async move {
+//!     SecretStream::new(a, true, &KeyPair::generate(), Config::default()).await
+//! });
+//! let responder = SecretStream::new(b, false, &KeyPair::generate(), Config::default()).await?;
+//! let initiator = initiator.await??;
+//!
+//! // Alice writes a named core; Bob knows its key.
+//! let alice = Corestore::in_memory();
+//! let log = alice.get("log")?;
+//! log.append([&b"hello"[..], &b"world"[..]])?;
+//! let bob = Corestore::in_memory();
+//! let copy = bob.get_by_key(log.key())?;
+//!
+//! let _alice_mux = alice.replicate_stream(initiator)?;
+//! let _bob_mux = bob.replicate_stream(responder)?;
+//!
+//! // Sparse: just block 1, verified against Alice's signed tree.
+//! assert_eq!(copy.fetch(1).await?, &b"world"[..]);
+//! assert!(!copy.has(0));
+//! // Live: Alice's appends reach Bob.
+//! log.append([&b"again"[..]])?;
+//! copy.wait_for_length(3).await?;
+//! let mut all = copy.download(0..3);
+//! all.done().await?;
+//! assert_eq!(copy.get(2)?.as_deref(), Some(&b"again"[..]));
+//! # Ok(()) }
+//! ```
 //!
 //! # Proofs, for a replicator
 //!
@@ -85,10 +136,12 @@ pub mod caps;
 mod core;
 pub mod corestore;
 mod error;
+pub mod files;
 pub mod flat;
 pub mod manifest;
 pub mod messages;
 mod proof;
+pub mod replicator;
 pub mod storage;
 pub mod tree;
 mod verifier;
@@ -105,6 +158,7 @@ pub use messages::{
     Data, DataBlock, DataHash, DataSeek, DataUpgrade, Proof, ProofRequest, Request, RequestBlock,
     RequestSeek, RequestUpgrade,
 };
+pub use replicator::{Download, DownloadProgress, PeerInfo, ReplicatorConfig};
 pub use storage::{DiskStorage, MemoryStorage, Storage, SyncPolicy};
 pub use tree::Node;
 

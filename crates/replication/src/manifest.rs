@@ -505,7 +505,8 @@ impl Encode for MultiSignatureV0 {
 impl<'a> Decode<'a> for MultiSignatureV0 {
     fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
         Ok(MultiSignatureV0 {
-            proofs: dec.array(67, SignatureProofV0::decode)?,
+            // The smallest proof: flags, signer and the signature (1 + 1 + 64 bytes).
+            proofs: dec.array(66, SignatureProofV0::decode)?,
             patch: dec.array(crate::tree::NODE_MIN_LEN, crate::Node::decode)?,
         })
     }

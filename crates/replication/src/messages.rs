@@ -1,10 +1,12 @@
-//! The proof-carrying wire messages of the `hypercore/alpha` channel: `request` (type 1) and
-//! `data` (type 3), with their parts (hypercore `lib/messages.js` `wire.request`,
-//! `wire.data`).
+//! The wire messages of the `hypercore/alpha` channel (hypercore `lib/messages.js`,
+//! `wire.*`): the channel [`Handshake`], and by type: 0 [`Sync`], 1 [`Request`], 2 [`Cancel`],
+//! 3 [`Data`], 4 [`NoData`], 5 [`Want`], 6 unwant ([`Want`]), 7 [`BitfieldMessage`], 8
+//! [`Range`], 9 [`Extension`]; [`Message`] decodes any of them by type.
 //!
 //! A [`Request`] wraps a [`ProofRequest`] (what to prove) with the request id and priority; a
 //! [`Data`] wraps a [`Proof`] with the id of the request it answers. The encodings are
-//! byte-for-byte the JS ones: a flags `uint` says which optional parts follow.
+//! byte-for-byte the JS ones (checked against hypercore 11.37.1's encoders in
+//! `tests/wire_vectors.rs`): a flags `uint` says which optional parts follow.
 
 use bytes::{BufMut, Bytes};
 use corenet_codec::{encode, Decode, DecodeError, Decoder, Encode};
@@ -483,6 +485,457 @@ impl<'a> Decode<'a> for Data {
             request,
             proof: Proof::decode_parts(flags, fork, dec)?,
         })
+    }
+}
+
+// ----- the other messages of the `hypercore/alpha` channel ------------------------------
+
+/// Message type of `sync` on a `hypercore/alpha` channel.
+pub const MSG_SYNC: u64 = 0;
+/// Message type of `request`.
+pub const MSG_REQUEST: u64 = 1;
+/// Message type of `cancel`.
+pub const MSG_CANCEL: u64 = 2;
+/// Message type of `data`.
+pub const MSG_DATA: u64 = 3;
+/// Message type of `noData`.
+pub const MSG_NO_DATA: u64 = 4;
+/// Message type of `want`.
+pub const MSG_WANT: u64 = 5;
+/// Message type of `unwant`.
+pub const MSG_UNWANT: u64 = 6;
+/// Message type of `bitfield`.
+pub const MSG_BITFIELD: u64 = 7;
+/// Message type of `range`.
+pub const MSG_RANGE: u64 = 8;
+/// Message type of `extension`.
+pub const MSG_EXTENSION: u64 = 9;
+
+/// `noData` reason: the responder does not have what was asked for.
+pub const NOT_AVAILABLE: u64 = 1;
+/// `noData` reason: the request was malformed.
+pub const INVALID_REQUEST: u64 = 2;
+
+/// The `hypercore/alpha` channel handshake (`wire.handshake`): `uint flags (seeks = 1),
+/// fixed32 capability`. The capability proves that the opener knows the core key (see
+/// [`crate::caps::replication_capability`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Handshake {
+    /// The opener answers `seek` requests.
+    pub seeks: bool,
+    /// The replication capability.
+    pub capability: [u8; 32],
+}
+
+impl Encode for Handshake {
+    fn encoded_len(&self) -> usize {
+        1 + 32
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::uint(out, u64::from(self.seeks));
+        out.put_slice(&self.capability);
+    }
+}
+
+impl<'a> Decode<'a> for Handshake {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let flags = dec.uint()?;
+        Ok(Handshake {
+            seeks: flags & 1 != 0,
+            capability: dec.fixed()?,
+        })
+    }
+}
+
+const SYNC_CAN_UPGRADE: u64 = 1;
+const SYNC_UPLOADING: u64 = 2;
+const SYNC_DOWNLOADING: u64 = 4;
+const SYNC_HAS_MANIFEST: u64 = 8;
+const SYNC_ALLOW_PUSH: u64 = 16;
+
+/// `sync` (message type 0): a peer's head and intentions: `flags, fork, length,
+/// remoteLength`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sync {
+    /// The sender's fork.
+    pub fork: u64,
+    /// The sender's length.
+    pub length: u64,
+    /// The length the sender last heard from the receiver (0 on another fork).
+    pub remote_length: u64,
+    /// The sender can prove an upgrade from `remote_length` to `length`.
+    pub can_upgrade: bool,
+    /// The sender answers requests.
+    pub uploading: bool,
+    /// The sender wants data.
+    pub downloading: bool,
+    /// The sender knows a (non-compat) manifest.
+    pub has_manifest: bool,
+    /// The sender accepts unrequested `data` pushes.
+    pub allow_push: bool,
+}
+
+impl Sync {
+    fn flags(&self) -> u64 {
+        let mut f = 0;
+        for (on, bit) in [
+            (self.can_upgrade, SYNC_CAN_UPGRADE),
+            (self.uploading, SYNC_UPLOADING),
+            (self.downloading, SYNC_DOWNLOADING),
+            (self.has_manifest, SYNC_HAS_MANIFEST),
+            (self.allow_push, SYNC_ALLOW_PUSH),
+        ] {
+            if on {
+                f |= bit;
+            }
+        }
+        f
+    }
+}
+
+impl Encode for Sync {
+    fn encoded_len(&self) -> usize {
+        encode::uint_len(self.flags())
+            + encode::uint_len(self.fork)
+            + encode::uint_len(self.length)
+            + encode::uint_len(self.remote_length)
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::uint(out, self.flags());
+        encode::uint(out, self.fork);
+        encode::uint(out, self.length);
+        encode::uint(out, self.remote_length);
+    }
+}
+
+impl<'a> Decode<'a> for Sync {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let flags = dec.uint()?;
+        Ok(Sync {
+            fork: dec.uint()?,
+            length: dec.uint()?,
+            remote_length: dec.uint()?,
+            can_upgrade: flags & SYNC_CAN_UPGRADE != 0,
+            uploading: flags & SYNC_UPLOADING != 0,
+            downloading: flags & SYNC_DOWNLOADING != 0,
+            has_manifest: flags & SYNC_HAS_MANIFEST != 0,
+            allow_push: flags & SYNC_ALLOW_PUSH != 0,
+        })
+    }
+}
+
+/// `cancel` (message type 2): forget request `request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cancel {
+    /// The request id.
+    pub request: u64,
+}
+
+impl Encode for Cancel {
+    fn encoded_len(&self) -> usize {
+        encode::uint_len(self.request)
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::uint(out, self.request);
+    }
+}
+
+impl<'a> Decode<'a> for Cancel {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        Ok(Cancel {
+            request: dec.uint()?,
+        })
+    }
+}
+
+/// `noData` (message type 4): request `request` cannot be answered: `request, flags,
+/// [reason]`. The flags `uint` is optional on the wire (a message that ends after `request`
+/// has no reason), as the JS decoder allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoData {
+    /// The request id.
+    pub request: u64,
+    /// Why: [`NOT_AVAILABLE`], [`INVALID_REQUEST`], or 0 for none.
+    pub reason: u64,
+}
+
+impl Encode for NoData {
+    fn encoded_len(&self) -> usize {
+        encode::uint_len(self.request)
+            + 1
+            + if self.reason != 0 {
+                encode::uint_len(self.reason)
+            } else {
+                0
+            }
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::uint(out, self.request);
+        encode::uint(out, u64::from(self.reason != 0));
+        if self.reason != 0 {
+            encode::uint(out, self.reason);
+        }
+    }
+}
+
+impl<'a> Decode<'a> for NoData {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let request = dec.uint()?;
+        let flags = if dec.is_empty() { 0 } else { dec.uint()? };
+        let reason = if flags & 1 != 0 { dec.uint()? } else { 0 };
+        Ok(NoData { request, reason })
+    }
+}
+
+/// `want` (type 5) and `unwant` (type 6): the sender is (no longer) interested in blocks
+/// `start..start + length`: `start, length, [flags (any = 1)]`, the flags only when set.
+/// The receiver answers a `want` with `bitfield` or `range` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Want {
+    /// First block.
+    pub start: u64,
+    /// Number of blocks.
+    pub length: u64,
+    /// Any one block of the range will do (answered with a single `range`).
+    pub any: bool,
+}
+
+impl Encode for Want {
+    fn encoded_len(&self) -> usize {
+        encode::uint_len(self.start) + encode::uint_len(self.length) + usize::from(self.any)
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::uint(out, self.start);
+        encode::uint(out, self.length);
+        if self.any {
+            encode::uint(out, 1);
+        }
+    }
+}
+
+impl<'a> Decode<'a> for Want {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let start = dec.uint()?;
+        let length = dec.uint()?;
+        let flags = if dec.is_empty() { 0 } else { dec.uint()? };
+        Ok(Want {
+            start,
+            length,
+            any: flags & 1 != 0,
+        })
+    }
+}
+
+/// `range` (message type 8): the sender has (or dropped) blocks `start..start + length`:
+/// `flags (drop = 1, length is 1 = 2), start, [length]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Range {
+    /// The blocks were dropped (cleared), not added.
+    pub drop: bool,
+    /// First block.
+    pub start: u64,
+    /// Number of blocks.
+    pub length: u64,
+}
+
+impl Encode for Range {
+    fn encoded_len(&self) -> usize {
+        1 + encode::uint_len(self.start)
+            + if self.length != 1 {
+                encode::uint_len(self.length)
+            } else {
+                0
+            }
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        let flags = u64::from(self.drop) | if self.length == 1 { 2 } else { 0 };
+        encode::uint(out, flags);
+        encode::uint(out, self.start);
+        if self.length != 1 {
+            encode::uint(out, self.length);
+        }
+    }
+}
+
+impl<'a> Decode<'a> for Range {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let flags = dec.uint()?;
+        let start = dec.uint()?;
+        let length = if flags & 2 != 0 { 1 } else { dec.uint()? };
+        Ok(Range {
+            drop: flags & 1 != 0,
+            start,
+            length,
+        })
+    }
+}
+
+/// `bitfield` (message type 7): which blocks the sender has from `start` (a multiple of
+/// 32): `start, uint32array` (a `uint` count, then the words little endian, least
+/// significant bit first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BitfieldMessage {
+    /// First block the words describe.
+    pub start: u64,
+    /// The bits, 32 blocks per word.
+    pub bitfield: Vec<u32>,
+}
+
+impl Encode for BitfieldMessage {
+    fn encoded_len(&self) -> usize {
+        encode::uint_len(self.start)
+            + encode::uint_len(self.bitfield.len() as u64)
+            + 4 * self.bitfield.len()
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::uint(out, self.start);
+        encode::uint(out, self.bitfield.len() as u64);
+        for w in &self.bitfield {
+            out.put_u32_le(*w);
+        }
+    }
+}
+
+impl<'a> Decode<'a> for BitfieldMessage {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let start = dec.uint()?;
+        let bitfield = dec.array(4, |d| d.u32())?;
+        Ok(BitfieldMessage { start, bitfield })
+    }
+}
+
+/// `extension` (message type 9): a hypercore extension message: `string name, raw
+/// message` (the message runs to the end of the frame). An empty name repeats the name of
+/// the previous extension message on the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Extension {
+    /// Extension name.
+    pub name: String,
+    /// The message bytes.
+    pub message: Bytes,
+}
+
+impl Encode for Extension {
+    fn encoded_len(&self) -> usize {
+        encode::buffer_len(self.name.len()) + self.message.len()
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        encode::string(out, &self.name);
+        out.put_slice(&self.message);
+    }
+}
+
+impl<'a> Decode<'a> for Extension {
+    fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+        let name = dec.string()?.to_string();
+        let message = Bytes::copy_from_slice(dec.rest());
+        Ok(Extension { name, message })
+    }
+}
+
+/// Any message of a `hypercore/alpha` channel, by its type.
+///
+/// `Data` is much larger than the others; messages are decoded one at a time and matched at
+/// once, so it is not boxed (that would cost an allocation per block received).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)]
+pub enum Message {
+    /// Type 0.
+    Sync(Sync),
+    /// Type 1.
+    Request(Request),
+    /// Type 2.
+    Cancel(Cancel),
+    /// Type 3.
+    Data(Data),
+    /// Type 4.
+    NoData(NoData),
+    /// Type 5.
+    Want(Want),
+    /// Type 6.
+    Unwant(Want),
+    /// Type 7.
+    Bitfield(BitfieldMessage),
+    /// Type 8.
+    Range(Range),
+    /// Type 9.
+    Extension(Extension),
+}
+
+impl Message {
+    /// The message type (its index on the channel).
+    pub fn message_type(&self) -> u64 {
+        match self {
+            Message::Sync(_) => MSG_SYNC,
+            Message::Request(_) => MSG_REQUEST,
+            Message::Cancel(_) => MSG_CANCEL,
+            Message::Data(_) => MSG_DATA,
+            Message::NoData(_) => MSG_NO_DATA,
+            Message::Want(_) => MSG_WANT,
+            Message::Unwant(_) => MSG_UNWANT,
+            Message::Bitfield(_) => MSG_BITFIELD,
+            Message::Range(_) => MSG_RANGE,
+            Message::Extension(_) => MSG_EXTENSION,
+        }
+    }
+
+    /// Decodes the payload of a message of type `message_type`. `Bytes` fields share the
+    /// payload's memory; trailing bytes are ignored (as JS does). `Ok(None)` for a type
+    /// this protocol does not define (JS ignores those too).
+    pub fn decode(message_type: u64, payload: &Bytes) -> Result<Option<Message>, DecodeError> {
+        Ok(Some(match message_type {
+            MSG_SYNC => Message::Sync(corenet_codec::decode_bytes(payload)?),
+            MSG_REQUEST => Message::Request(corenet_codec::decode_bytes(payload)?),
+            MSG_CANCEL => Message::Cancel(corenet_codec::decode_bytes(payload)?),
+            MSG_DATA => Message::Data(corenet_codec::decode_bytes(payload)?),
+            MSG_NO_DATA => Message::NoData(corenet_codec::decode_bytes(payload)?),
+            MSG_WANT => Message::Want(corenet_codec::decode_bytes(payload)?),
+            MSG_UNWANT => Message::Unwant(corenet_codec::decode_bytes(payload)?),
+            MSG_BITFIELD => Message::Bitfield(corenet_codec::decode_bytes(payload)?),
+            MSG_RANGE => Message::Range(corenet_codec::decode_bytes(payload)?),
+            MSG_EXTENSION => {
+                // The raw tail must be a slice of the frame, not a copy.
+                let mut dec = Decoder::from_bytes(payload);
+                let name = dec.string()?.to_string();
+                let at = dec.position();
+                Message::Extension(Extension {
+                    name,
+                    message: payload.slice(at..),
+                })
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// The payload (without the type, which travels in the protomux frame header).
+impl Encode for Message {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Message::Sync(m) => m.encoded_len(),
+            Message::Request(m) => m.encoded_len(),
+            Message::Cancel(m) => m.encoded_len(),
+            Message::Data(m) => m.encoded_len(),
+            Message::NoData(m) => m.encoded_len(),
+            Message::Want(m) | Message::Unwant(m) => m.encoded_len(),
+            Message::Bitfield(m) => m.encoded_len(),
+            Message::Range(m) => m.encoded_len(),
+            Message::Extension(m) => m.encoded_len(),
+        }
+    }
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        match self {
+            Message::Sync(m) => m.encode(out),
+            Message::Request(m) => m.encode(out),
+            Message::Cancel(m) => m.encode(out),
+            Message::Data(m) => m.encode(out),
+            Message::NoData(m) => m.encode(out),
+            Message::Want(m) | Message::Unwant(m) => m.encode(out),
+            Message::Bitfield(m) => m.encode(out),
+            Message::Range(m) => m.encode(out),
+            Message::Extension(m) => m.encode(out),
+        }
     }
 }
 

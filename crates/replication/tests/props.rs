@@ -351,3 +351,98 @@ proptest! {
         let _ = decode_exact::<MultiSignatureV0>(&b);
     }
 }
+
+/// Like [`check`] for messages whose trailing flags `uint` is optional on the wire (JS
+/// decoders accept its absence): the only truncation that decodes is the one that cuts
+/// exactly the flags (and what follows them) away, at `short` bytes, and it decodes to the
+/// value with the flags cleared.
+fn check_optional_tail<T>(value: &T, short: Option<usize>, cleared: &T) -> Result<(), TestCaseError>
+where
+    T: Encode + for<'a> Decode<'a> + PartialEq + std::fmt::Debug,
+{
+    let bytes = to_vec(value);
+    prop_assert_eq!(bytes.len(), value.encoded_len());
+    prop_assert_eq!(&decode_exact::<T>(&bytes).unwrap(), value);
+    for cut in 0..bytes.len() {
+        match decode_exact::<T>(&bytes[..cut]) {
+            Ok(v) => {
+                prop_assert_eq!(Some(cut), short, "truncation at {} decoded", cut);
+                prop_assert_eq!(&v, cleared);
+            }
+            Err(_) => prop_assert_ne!(Some(cut), short),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn sync_round_trip(fork in uint(), length in uint(), remote_length in uint(), flags in 0u8..32) {
+        check(&corenet_replication::messages::Sync {
+            fork,
+            length,
+            remote_length,
+            can_upgrade: flags & 1 != 0,
+            uploading: flags & 2 != 0,
+            downloading: flags & 4 != 0,
+            has_manifest: flags & 8 != 0,
+            allow_push: flags & 16 != 0,
+        })?;
+    }
+
+    #[test]
+    fn handshake_round_trip(seeks in any::<bool>(), capability in any::<[u8; 32]>()) {
+        check(&corenet_replication::messages::Handshake { seeks, capability })?;
+    }
+
+    #[test]
+    fn cancel_round_trip(request in uint()) {
+        check(&corenet_replication::messages::Cancel { request })?;
+    }
+
+    #[test]
+    fn no_data_round_trip(request in uint(), reason in uint()) {
+        use corenet_replication::messages::NoData;
+        // The flags byte is always written; without it the message still decodes.
+        let short = corenet_codec::encode::uint_len(request);
+        check_optional_tail(&NoData { request, reason }, Some(short), &NoData { request, reason: 0 })?;
+    }
+
+    #[test]
+    fn want_round_trip(start in uint(), length in uint(), any_ in any::<bool>()) {
+        use corenet_replication::messages::Want;
+        let cleared = Want { start, length, any: false };
+        let short = any_.then(|| cleared.encoded_len());
+        check_optional_tail(&Want { start, length, any: any_ }, short, &cleared)?;
+    }
+
+    #[test]
+    fn range_round_trip(drop in any::<bool>(), start in uint(), length in uint()) {
+        check(&corenet_replication::messages::Range { drop, start, length })?;
+    }
+
+    #[test]
+    fn bitfield_round_trip(start in uint(), words in proptest::collection::vec(any::<u32>(), 0..20)) {
+        check(&corenet_replication::messages::BitfieldMessage { start, bitfield: words })?;
+    }
+
+    #[test]
+    fn extension_round_trip(name in "[a-z/-]{0,20}", message in bytes(100)) {
+        use corenet_replication::messages::{Extension, Message};
+        // The message is the rest of the frame, so only the name can be cut short.
+        let e = Extension { name, message };
+        let b = Bytes::from(to_vec(&e));
+        prop_assert_eq!(b.len(), e.encoded_len());
+        prop_assert_eq!(Message::decode(9, &b).unwrap().unwrap(), Message::Extension(e.clone()));
+        let name_end = b.len() - e.message.len();
+        for cut in 0..name_end {
+            prop_assert!(Message::decode(9, &b.slice(..cut)).is_err());
+        }
+    }
+
+    /// Arbitrary payloads of every type decode or fail, never panic.
+    #[test]
+    fn any_payload_decodes_or_fails(ty in 0u64..12, payload in bytes(200)) {
+        let _ = corenet_replication::messages::Message::decode(ty, &payload);
+    }
+}
