@@ -225,6 +225,14 @@ impl Corestore {
         })
     }
 
+    /// The directory of a store on disk (`None` in memory).
+    pub fn storage_dir(&self) -> Option<&Path> {
+        match &self.inner.backend {
+            Backend::Disk { dir, .. } => Some(dir.as_path()),
+            Backend::Memory => None,
+        }
+    }
+
     /// The child store `name`: same cores and primary key, names derived in namespace
     /// `BLAKE2b-256(namespace || name)`.
     pub fn namespace(&self, name: &str) -> Corestore {
