@@ -1,0 +1,634 @@
+//! corenet: share hypercores with the peers that want them, over the network that JavaScript
+//! Hyperswarm / Hypercore apps already live on.
+//!
+//! This is the facade of the corenet stack, with the API of `@corestore/networker`:
+//! [`Networker::configure`] a discovery key to announce it and/or look it up on the DHT; every
+//! peer found gets exactly one encrypted connection (deduplicated by Noise key), over which
+//! every core both sides have replicates; [`Networker::register_extension`] adds protocol
+//! extensions on every connection. Unlike the JS networker, the configuration and the
+//! identity are persisted: a restarted process announces and looks up exactly what it did
+//! before, with the same public key.
+//!
+//! # Layout
+//! - [`Networker`] / [`NetworkerBuilder`]: the API (a `Send + Sync + Clone` handle).
+//! - [`persist`]: the redb store of identity and configuration.
+//! - Under it: `corenet-swarm` (topics, dialing, one connection per peer), `corenet-mux`
+//!   (protomux), `corenet-replication` (hypercore, corestore), `corenet-extensions`,
+//!   `corenet-dht`, `corenet-udx`, `corenet-noise`, `corenet-codec`.
+//!
+//! The actors that run the stack live on their own thread; the API is plain async Rust and
+//! works from any tokio runtime.
+//!
+//! # Example
+//! Two peers on a local testnet replicate a core, from a plain `#[tokio::main]`:
+//! ```
+//! use corenet::{Configure, Corestore, Networker, Testnet};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let testnet = Testnet::new(5, 0).await?;
+//!     // A writer shares a core...
+//!     let store_a = Corestore::in_memory();
+//!     let core = store_a.get("notes")?;
+//!     core.append([&b"hello"[..], &b"world"[..]])?;
+//!     let a = Networker::builder(store_a).bootstrap(testnet.bootstrap.clone()).build().await?;
+//!     a.configure(core.discovery_key(), Configure::default()).await?;
+//!     // ...a reader finds it by its key and reads it.
+//!     let store_b = Corestore::in_memory();
+//!     let copy = store_b.get_by_key(core.key())?;
+//!     let b = Networker::builder(store_b).bootstrap(testnet.bootstrap.clone()).build().await?;
+//!     b.configure(copy.discovery_key(), Configure::default()).await?;
+//!     assert_eq!(copy.fetch(1).await?, &b"world"[..]);
+//!     a.close().await?;
+//!     b.close().await?;
+//!     Ok(())
+//! }
+//! ```
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod persist;
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use corenet_extensions::{Encoding, Extension, ExtensionOptions, Extensions};
+use corenet_mux::MuxHandle;
+use corenet_swarm::{JoinOptions, PeerDiscovery, Swarm};
+use dashmap::DashMap;
+use tokio::sync::{broadcast, Notify};
+
+pub use corenet_codec::{DiscoveryKey, PublicKey, Topic};
+pub use corenet_dht::Testnet;
+pub use corenet_extensions as extensions;
+pub use corenet_noise::KeyPair;
+pub use corenet_replication::{Corestore, Hypercore};
+pub use corenet_swarm::{Firewall, TopicStatus, Transport};
+
+use persist::{Persist, PersistError};
+
+/// Errors of the networker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The networker was closed.
+    #[error("the networker is closed")]
+    Closed,
+    /// The swarm failed.
+    #[error(transparent)]
+    Swarm(#[from] corenet_swarm::Error),
+    /// The DHT failed.
+    #[error(transparent)]
+    Dht(#[from] corenet_dht::Error),
+    /// Replication failed.
+    #[error(transparent)]
+    Replication(#[from] corenet_replication::Error),
+    /// An extension failed.
+    #[error(transparent)]
+    Extension(#[from] corenet_extensions::Error),
+    /// The configuration store failed.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+}
+
+/// What to do with a discovery key (corestore-networker `configure` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Configure {
+    /// Announce it so that peers connect to us. Default: true.
+    pub announce: bool,
+    /// Look it up and connect to the peers found. Default: true.
+    pub lookup: bool,
+    /// Wait until the announce and lookup are done and the connections they led to are set up.
+    /// Default: true.
+    pub flush: bool,
+}
+
+impl Default for Configure {
+    fn default() -> Self {
+        Configure {
+            announce: true,
+            lookup: true,
+            flush: true,
+        }
+    }
+}
+
+impl Configure {
+    /// Stop announcing and looking up (leave).
+    pub fn leave() -> Self {
+        Configure {
+            announce: false,
+            lookup: false,
+            flush: false,
+        }
+    }
+}
+
+/// A connected peer (corestore-networker `peers` entries).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The peer's public key (proven by Noise).
+    pub remote_public_key: PublicKey,
+    /// Its address.
+    pub remote_address: SocketAddrV4,
+    /// How the connection travels.
+    pub transport: Transport,
+    /// We dialled it.
+    pub is_initiator: bool,
+    /// The connection's channel multiplexer (replication and extensions run over it).
+    pub connection: MuxHandle,
+    /// The connection's id (a replacement connection to the same peer gets a new one).
+    pub connection_id: u64,
+    extension_peer: corenet_extensions::Peer,
+}
+
+impl Peer {
+    /// This peer as the extensions see it: what [`Extension::send`] takes, and what comes with
+    /// every message received from it.
+    pub fn extension_peer(&self) -> &corenet_extensions::Peer {
+        &self.extension_peer
+    }
+}
+
+impl AsRef<corenet_extensions::Peer> for Peer {
+    fn as_ref(&self) -> &corenet_extensions::Peer {
+        &self.extension_peer
+    }
+}
+
+/// What the networker reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NetworkerEvent {
+    /// A peer connected (once per peer, never for a duplicate connection).
+    PeerAdd(Peer),
+    /// A peer's connection closed (once per peer).
+    PeerRemove(Peer),
+    /// A discovery key was configured and its announce/lookup started.
+    Joined(DiscoveryKey),
+    /// A discovery key's announce and lookup finished.
+    Flushed(DiscoveryKey),
+}
+
+/// Builds a [`Networker`]. Every setter states its default.
+#[derive(Default)]
+pub struct NetworkerBuilder {
+    store: Option<Corestore>,
+    key_pair: Option<KeyPair>,
+    bootstrap: Option<Vec<SocketAddrV4>>,
+    firewall: Option<Firewall>,
+    persist: Option<bool>,
+    persist_dir: Option<PathBuf>,
+    max_peers: Option<usize>,
+    host: Option<std::net::Ipv4Addr>,
+    dht: Option<corenet_dht::Dht>,
+}
+
+impl std::fmt::Debug for NetworkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkerBuilder").finish_non_exhaustive()
+    }
+}
+
+impl NetworkerBuilder {
+    /// Our identity. Default: the persisted one (created on first run), or a random one for
+    /// in-memory stores.
+    pub fn key_pair(mut self, kp: KeyPair) -> Self {
+        self.key_pair = Some(kp);
+        self
+    }
+    /// Our identity from a 32-byte seed. Default: as [`NetworkerBuilder::key_pair`].
+    pub fn seed(self, seed: [u8; 32]) -> Self {
+        self.key_pair(KeyPair::from_seed(seed))
+    }
+    /// DHT bootstrap nodes. Default: the public bootstrap nodes.
+    pub fn bootstrap(mut self, nodes: Vec<SocketAddrV4>) -> Self {
+        self.bootstrap = Some(nodes);
+        self
+    }
+    /// Decides about connecting peers (the corestore-networker `onauthenticate` hook, async).
+    /// Default: accept all.
+    pub fn firewall(mut self, f: Firewall) -> Self {
+        self.firewall = Some(f);
+        self
+    }
+    /// Persist identity and configuration. Default: on for stores on disk, off in memory.
+    pub fn persist(mut self, on: bool) -> Self {
+        self.persist = Some(on);
+        self
+    }
+    /// Where to persist. Default: the corestore's directory.
+    pub fn persist_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.persist_dir = Some(dir.into());
+        self
+    }
+    /// Connections before dialling stops (hyperswarm `maxPeers`). Default: 64.
+    pub fn max_peers(mut self, n: usize) -> Self {
+        self.max_peers = Some(n);
+        self
+    }
+    /// Address the DHT binds. Default: 0.0.0.0 (127.0.0.1 with local bootstrap nodes).
+    pub fn host(mut self, host: std::net::Ipv4Addr) -> Self {
+        self.host = Some(host);
+        self
+    }
+    /// An existing DHT node. Default: a new one.
+    pub fn dht(mut self, dht: corenet_dht::Dht) -> Self {
+        self.dht = Some(dht);
+        self
+    }
+
+    /// Starts the networker: restores the persisted configuration and identity, joins the
+    /// swarm, and replicates the corestore with every peer.
+    pub async fn build(self) -> Result<Networker, Error> {
+        let store = self.store.unwrap_or_else(Corestore::in_memory);
+        let dir = self
+            .persist_dir
+            .clone()
+            .or_else(|| store.storage_dir().map(PathBuf::from));
+        let persist = match (self.persist.unwrap_or(dir.is_some()), dir) {
+            (true, Some(d)) => Some(Persist::open(&d)?),
+            _ => None,
+        };
+        let key_pair = match (&self.key_pair, &persist) {
+            (Some(kp), Some(p)) => {
+                p.set_seed(&kp.seed())?;
+                kp.clone()
+            }
+            (Some(kp), None) => kp.clone(),
+            (None, Some(p)) => match p.seed()? {
+                Some(s) => KeyPair::from_seed(s),
+                None => {
+                    let kp = KeyPair::generate();
+                    p.set_seed(&kp.seed())?;
+                    kp
+                }
+            },
+            (None, None) => KeyPair::generate(),
+        };
+        let mut sb = Swarm::builder().key_pair(key_pair.clone());
+        if let Some(b) = self.bootstrap {
+            sb = sb.bootstrap(b);
+        }
+        if let Some(f) = self.firewall {
+            sb = sb.firewall(f);
+        }
+        if let Some(n) = self.max_peers {
+            sb = sb.max_peers(n);
+        }
+        if let Some(h) = self.host {
+            sb = sb.host(h);
+        }
+        if let Some(d) = self.dht {
+            sb = sb.dht(d);
+        }
+        let swarm = sb.build().await?;
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            swarm,
+            store,
+            extensions: Extensions::new(),
+            peers: DashMap::new(),
+            events,
+            topics: DashMap::new(),
+            persist,
+            closed: AtomicBool::new(false),
+            settling: AtomicUsize::new(0),
+            settled: Notify::new(),
+            next_conn: AtomicU64::new(1),
+        });
+        let net = Networker { inner };
+        net.spawn_accept_loop();
+        // Restore what the previous run was configured with.
+        let restore = match &net.inner.persist {
+            Some(p) => p.topics()?,
+            None => Vec::new(),
+        };
+        for (dk, c) in restore {
+            net.join_topic(dk, c).await?;
+        }
+        Ok(net)
+    }
+}
+
+struct TopicState {
+    options: Configure,
+    discovery: PeerDiscovery,
+}
+
+struct Inner {
+    swarm: Swarm,
+    store: Corestore,
+    extensions: Extensions,
+    peers: DashMap<PublicKey, Peer>,
+    events: broadcast::Sender<NetworkerEvent>,
+    topics: DashMap<DiscoveryKey, TopicState>,
+    persist: Option<Persist>,
+    closed: AtomicBool,
+    /// Connections accepted whose replication and extensions are not set up yet.
+    settling: AtomicUsize,
+    settled: Notify,
+    next_conn: AtomicU64,
+}
+
+/// The networker: `Send + Sync + Clone`; clones share everything.
+#[derive(Clone)]
+pub struct Networker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Networker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networker")
+            .field("public_key", &self.public_key())
+            .field("peers", &self.inner.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Networker {
+    /// A builder over `store`.
+    pub fn builder(store: Corestore) -> NetworkerBuilder {
+        NetworkerBuilder {
+            store: Some(store),
+            ..Default::default()
+        }
+    }
+
+    /// A networker over `store` with the defaults (public bootstrap nodes, persisted identity
+    /// for stores on disk).
+    pub async fn new(store: Corestore) -> Result<Networker, Error> {
+        Self::builder(store).build().await
+    }
+
+    /// Our public key (the Noise static key of every connection).
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.swarm.public_key()
+    }
+
+    /// The corestore.
+    pub fn corestore(&self) -> &Corestore {
+        &self.inner.store
+    }
+
+    /// The swarm underneath.
+    pub fn swarm(&self) -> &Swarm {
+        &self.inner.swarm
+    }
+
+    /// Where the configuration store is, and where a corrupt one was moved when it was opened.
+    pub fn persistence(&self) -> Option<(PathBuf, Option<PathBuf>)> {
+        self.inner.persist.as_ref().map(|p| {
+            (
+                p.path().to_path_buf(),
+                p.recovered_from().map(PathBuf::from),
+            )
+        })
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Announces and/or looks up a discovery key (both false leaves it). With `flush`, waits
+    /// until the announce and lookup are done, every peer found has been dialled, and every
+    /// connection opened so far replicates.
+    pub async fn configure(
+        &self,
+        discovery_key: DiscoveryKey,
+        options: Configure,
+    ) -> Result<(), Error> {
+        self.check()?;
+        if let Some(p) = &self.inner.persist {
+            p.set_topic(&discovery_key, &options)?;
+        }
+        if !options.announce && !options.lookup {
+            return self.leave_topic(discovery_key).await;
+        }
+        self.join_topic(discovery_key, options).await?;
+        if options.flush {
+            self.flush_topic(discovery_key).await?;
+        }
+        Ok(())
+    }
+
+    async fn join_topic(&self, dk: DiscoveryKey, options: Configure) -> Result<(), Error> {
+        let join = JoinOptions {
+            server: options.announce,
+            client: options.lookup,
+        };
+        let existing = self.inner.topics.get(&dk).map(|t| t.discovery.clone());
+        match existing {
+            Some(d) => {
+                d.refresh(Some(join)).await.ok();
+                if let Some(mut t) = self.inner.topics.get_mut(&dk) {
+                    t.options = options;
+                }
+            }
+            None => {
+                let discovery = self.inner.swarm.join(Topic::from(dk), join).await?;
+                self.inner
+                    .topics
+                    .insert(dk, TopicState { options, discovery });
+            }
+        }
+        let _ = self.inner.events.send(NetworkerEvent::Joined(dk));
+        Ok(())
+    }
+
+    async fn flush_topic(&self, dk: DiscoveryKey) -> Result<(), Error> {
+        let d = self.inner.topics.get(&dk).map(|t| t.discovery.clone());
+        if let Some(d) = d {
+            d.flushed().await?;
+        }
+        self.inner.swarm.flush().await?;
+        self.settled().await;
+        let _ = self.inner.events.send(NetworkerEvent::Flushed(dk));
+        Ok(())
+    }
+
+    /// Waits until every connection accepted so far has its replication and extensions set up.
+    async fn settled(&self) {
+        loop {
+            let notified = self.inner.settled.notified();
+            if self.inner.settling.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn leave_topic(&self, dk: DiscoveryKey) -> Result<(), Error> {
+        if self.inner.topics.remove(&dk).is_some() {
+            self.inner.swarm.leave(Topic::from(dk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Alias of `configure(dk, {announce, lookup, flush: true})` (basestore-networker `join`).
+    pub async fn join(&self, discovery_key: DiscoveryKey) -> Result<(), Error> {
+        self.configure(discovery_key, Configure::default()).await
+    }
+
+    /// Alias of `configure(dk, leave)` (basestore-networker `leave`).
+    pub async fn leave(&self, discovery_key: DiscoveryKey) -> Result<(), Error> {
+        self.configure(discovery_key, Configure::leave()).await
+    }
+
+    /// True if the discovery key is configured (announced or looked up).
+    pub fn joined(&self, discovery_key: &DiscoveryKey) -> bool {
+        self.inner.topics.contains_key(discovery_key)
+    }
+
+    /// True if the discovery key's latest announce/lookup finished.
+    pub async fn flushed(&self, discovery_key: &DiscoveryKey) -> bool {
+        matches!(self.inner.swarm.status(Topic::from(*discovery_key)).await, Ok(Some(s)) if s.flushed)
+    }
+
+    /// The options a discovery key is configured with.
+    pub fn status(&self, discovery_key: &DiscoveryKey) -> Option<Configure> {
+        self.inner.topics.get(discovery_key).map(|t| t.options)
+    }
+
+    /// Every configured discovery key with its options.
+    pub fn statuses(&self) -> Vec<(DiscoveryKey, Configure)> {
+        self.inner
+            .topics
+            .iter()
+            .map(|t| (*t.key(), t.options))
+            .collect()
+    }
+
+    /// Starts accepting connections without configuring anything.
+    pub async fn listen(&self) -> Result<(), Error> {
+        self.check()?;
+        self.inner.swarm.listen().await?;
+        Ok(())
+    }
+
+    /// The connected peers (read without waiting).
+    pub fn peers(&self) -> Vec<Peer> {
+        self.inner.peers.iter().map(|p| p.clone()).collect()
+    }
+
+    /// Peer-add / peer-remove and topic events.
+    pub fn events(&self) -> broadcast::Receiver<NetworkerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Registers a protocol extension on every current and future connection (a protomux
+    /// channel named `name`, compatible with JS `Protomux.from(conn).createChannel({protocol:
+    /// name})`).
+    pub async fn register_extension<E: Encoding>(
+        &self,
+        name: &str,
+        options: ExtensionOptions<E>,
+    ) -> Result<Extension<E>, Error> {
+        self.check()?;
+        Ok(self.inner.extensions.register(name, options).await?)
+    }
+
+    /// Unannounces everything, closes every connection and extension. The corestore stays
+    /// open.
+    pub async fn close(&self) -> Result<(), Error> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.extensions.close().await;
+        for p in self.inner.peers.iter() {
+            p.connection.close();
+        }
+        self.inner.swarm.destroy().await;
+        self.inner.topics.clear();
+        Ok(())
+    }
+
+    /// Takes the swarm's connections: each becomes a mux over which the corestore replicates
+    /// and the extensions run.
+    fn spawn_accept_loop(&self) {
+        let mut conns = self.inner.swarm.connections();
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some(conn) = conns.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.settling.fetch_add(1, Ordering::AcqRel);
+                let net = Networker { inner };
+                net.setup(conn).await;
+                net.inner.settling.fetch_sub(1, Ordering::AcqRel);
+                net.inner.settled.notify_waiters();
+            }
+        });
+    }
+
+    async fn setup(&self, conn: corenet_swarm::Connection) {
+        let info = conn.info().clone();
+        let (stream, guard) = conn.into_parts();
+        let (mux, driver) = MuxHandle::new(
+            stream,
+            corenet_replication::corestore::replication_driver_config(),
+        );
+        if let Err(e) = self.inner.store.replicate(&mux) {
+            tracing::debug!(peer = %info.remote_public_key, error = %e, "cannot replicate with a peer");
+        }
+        let ext_peer = corenet_extensions::Peer::new(info.remote_public_key)
+            .with_remote_address(std::net::SocketAddr::V4(info.remote_address))
+            .with_transport(corenet_extensions::Transport::Udx);
+        if let Err(e) = self
+            .inner
+            .extensions
+            .add_session(ext_peer.clone(), mux.clone())
+            .await
+        {
+            tracing::debug!(peer = %info.remote_public_key, error = %e, "cannot add extensions");
+        }
+        tokio::spawn(driver);
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer {
+            remote_public_key: info.remote_public_key,
+            remote_address: info.remote_address,
+            transport: info.transport,
+            is_initiator: info.is_initiator,
+            connection: mux.clone(),
+            connection_id: id,
+            extension_peer: ext_peer,
+        };
+        // One PeerAdd per peer: a replacement connection (the swarm dropped a duplicate) takes
+        // the entry over silently.
+        let replaced = self
+            .inner
+            .peers
+            .insert(info.remote_public_key, peer.clone())
+            .is_some();
+        if !replaced {
+            let _ = self
+                .inner
+                .events
+                .send(NetworkerEvent::PeerAdd(peer.clone()));
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::select! {
+                reason = guard.aborted() => {
+                    tracing::debug!(peer = %info.remote_public_key, %reason, "connection dropped by the swarm");
+                    mux.destroy();
+                }
+                _ = mux.closed() => {}
+            }
+            drop(guard);
+            let Some(inner) = weak.upgrade() else { return };
+            let removed = inner
+                .peers
+                .remove_if(&info.remote_public_key, |_, p| p.connection_id == id)
+                .map(|(_, p)| p);
+            if let Some(p) = removed {
+                let _ = inner.events.send(NetworkerEvent::PeerRemove(p));
+            }
+        });
+    }
+}
