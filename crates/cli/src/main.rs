@@ -5,7 +5,9 @@
 //! failure (with a one-line `error: ...` on stderr), 2 usage error.
 
 mod dht;
+mod e2e;
 mod identity;
+mod net;
 mod swarm;
 mod tcp;
 
@@ -96,6 +98,52 @@ enum Command {
         #[arg(long)]
         client: bool,
     },
+    /// Share a file as a hypercore (64 KiB blocks) and serve it until SIGINT/SIGTERM; prints
+    /// `key <hex>` (what `get` takes), then `peer-add` / `peer-remove` lines. Sharing the same
+    /// path again (same --storage) serves the same key.
+    Share {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Download a shared file: finds peers of the core, shows progress on stderr, writes OUT
+    /// (complete or not at all). An interrupted download resumes where it stopped.
+    Get {
+        /// The core's key, as printed by `share`.
+        key: PublicKey,
+        /// Where to write the file.
+        out: PathBuf,
+        /// Give up after this many seconds (default: wait for peers forever).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Chat on a topic over the `chat` extension: each stdin line goes to every peer; prints
+    /// `joined <topic>`, `peer-add <public-key> <address>`, `message <public-key> <text>`,
+    /// `peer-remove <public-key>`.
+    Chat {
+        /// 64 hex characters, or any text (hashed into a topic).
+        topic: String,
+    },
+    /// Two peers on an embedded testnet share and replicate a core, and chat; prints what
+    /// happened and the throughput.
+    Demo {
+        /// Size of the shared core in MiB.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// The end-to-end benchmarks of BENCHMARKS.md on an embedded testnet: join to connection,
+    /// replication throughput, extension round trip and message rate.
+    Bench {
+        /// Print one JSON object (an array of two with --js).
+        #[arg(long)]
+        json: bool,
+        /// Size of the replicated core in MiB.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Also run the JS counterpart from this directory (tests/interop, installed), in the
+        /// same run.
+        #[arg(long, value_name = "DIR")]
+        js: Option<PathBuf>,
+    },
 }
 
 /// A failure that ends the command with exit code 1 or 2.
@@ -157,8 +205,11 @@ fn init_tracing(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Testnet { nodes, port } = cli.command {
-        return dht::testnet(nodes, port).await;
+    match cli.command {
+        Command::Testnet { nodes, port } => return dht::testnet(nodes, port).await,
+        Command::Demo { size } => return e2e::demo(size.max(1)).await,
+        Command::Bench { json, size, js } => return e2e::bench(json, size.max(1), js).await,
+        _ => {}
     }
     let key_pair = identity::load(cli.seed.as_deref(), cli.storage.as_deref())?;
     let bootstrap = dht::parse_bootstrap(&cli.bootstrap)?;
@@ -191,7 +242,25 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
-        Command::Testnet { .. } => unreachable!("handled above"),
+        Command::Testnet { .. } | Command::Demo { .. } | Command::Bench { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Share { path } => {
+            net::share(&path, cli.storage.as_deref(), host, bootstrap, key_pair).await
+        }
+        Command::Get { key, out, timeout } => {
+            net::get(
+                key,
+                &out,
+                timeout.map(std::time::Duration::from_secs),
+                cli.storage.as_deref(),
+                host,
+                bootstrap,
+                key_pair,
+            )
+            .await
+        }
+        Command::Chat { topic } => net::chat(dht::topic(&topic), host, bootstrap, key_pair).await,
         Command::Keygen => {
             println!("public-key {}", key_pair.public_key());
             Ok(())

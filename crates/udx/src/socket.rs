@@ -283,8 +283,12 @@ impl UdxSocket {
     }
 
     /// Sends one raw datagram if the socket can take it now.
+    ///
+    /// This asks the kernel directly rather than tokio's readiness flag: on a socket that was
+    /// just bound, tokio does not know yet that it is writable, and its `try_send_to` would
+    /// fail with `WouldBlock` (a DHT's first bootstrap message would then wait for a retry).
     pub fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> Result<(), Error> {
-        self.inner.io.try_send_to(datagram, to)?;
+        socket2::SockRef::from(&self.inner.io).send_to(datagram, &to.into())?;
         Ok(())
     }
 

@@ -130,6 +130,19 @@ async fn non_udx_datagrams_go_to_the_owner_and_raw_sends_share_the_port() {
 }
 
 #[tokio::test]
+async fn try_send_works_right_after_bind() {
+    // A DHT sends its first bootstrap message from a socket it just bound, without awaiting:
+    // that must not fail with WouldBlock (it used to, costing a one-second retry per node).
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let b = UdxSocket::bind(lo).await.unwrap();
+    let a = UdxSocket::bind(lo).await.unwrap();
+    a.try_send_to(&[0x03, 9], b.local_addr()).unwrap();
+    let (got, from) = timeout(WAIT, b.recv_datagram()).await.unwrap().unwrap();
+    assert_eq!(got, vec![0x03, 9]);
+    assert_eq!(from, a.local_addr());
+}
+
+#[tokio::test]
 async fn owner_queue_is_bounded() {
     let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let a = UdxSocket::bind(lo).await.unwrap();
