@@ -99,14 +99,16 @@ enum Command {
         client: bool,
     },
     /// Share a file as a hypercore (64 KiB blocks) and serve it until SIGINT/SIGTERM; prints
-    /// `key <hex>` (what `get` takes), then `peer-add` / `peer-remove` lines. Sharing the same
+    /// `key <hex>` (what `get` takes) and `discovery-key <hex>`, then `peer-add` /
+    /// `peer-remove` lines. Sharing the same
     /// path again (same --storage) serves the same key.
     Share {
         /// The file.
         path: PathBuf,
     },
     /// Download a shared file: finds peers of the core, shows progress on stderr, writes OUT
-    /// (complete or not at all). An interrupted download resumes where it stopped.
+    /// (complete or not at all) and prints `done <bytes> <blocks> fetched <bytes>`. An
+    /// interrupted download resumes where it stopped.
     Get {
         /// The core's key, as printed by `share`.
         key: PublicKey,
@@ -117,7 +119,7 @@ enum Command {
         timeout: Option<u64>,
     },
     /// Chat on a topic over the `chat` extension: each stdin line goes to every peer; prints
-    /// `joined <topic>`, `peer-add <public-key> <address>`, `message <public-key> <text>`,
+    /// `joined <topic>`, `peer-add <public-key> <address>`, `<public-key> <text>`,
     /// `peer-remove <public-key>`.
     Chat {
         /// 64 hex characters, or any text (hashed into a topic).

@@ -77,6 +77,7 @@ pub(crate) async fn share(
             .map_err(CliError::runtime)?
     };
     println!("key {}", shared.core.key());
+    println!("discovery-key {}", shared.core.discovery_key());
     println!(
         "shared {} {} blocks {} bytes",
         path.display(),
@@ -147,14 +148,14 @@ pub(crate) async fn get(
     bar.finish();
     let done = done.map_err(CliError::runtime)?;
     let secs = done.elapsed.as_secs_f64();
-    println!(
-        "downloaded {} {} bytes fetched {} bytes in {:.2} s ({:.1} MiB/s)",
+    eprintln!(
+        "wrote {}: fetched {} bytes in {:.2} s ({:.1} MiB/s)",
         out.display(),
-        done.bytes,
         done.fetched_bytes,
         secs,
         done.fetched_bytes as f64 / (1024.0 * 1024.0) / secs.max(1e-9)
     );
+    println!("done {} {} fetched {}", done.bytes, done.blocks, done.fetched_bytes);
     net.close().await.map_err(CliError::runtime)
 }
 
@@ -220,7 +221,7 @@ impl ProgressBar {
 }
 
 /// `corenet chat <topic>`: joins the topic, sends each stdin line to every peer over the
-/// `chat` extension (utf8), prints `message <public-key> <text>` for each line received and
+/// `chat` extension (utf8), prints `<public-key> <text>` for each line received and
 /// `peer-add` / `peer-remove` as peers come and go.
 pub(crate) async fn chat(
     topic: Topic,
@@ -258,7 +259,7 @@ pub(crate) async fn chat(
                 Some((text, peer)) => {
                     // One line per message: a remote cannot start a new line of our output.
                     let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-                    println!("message {} {text}", peer.public_key());
+                    println!("{} {text}", peer.public_key());
                 }
                 None => break,
             },
