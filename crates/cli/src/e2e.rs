@@ -250,6 +250,8 @@ struct Figures {
     replicate_mib: usize,
     ext_rtt_us: Vec<f64>,
     ext_msgs_per_s: f64,
+    connections: usize,
+    memory_kib: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -262,6 +264,7 @@ pub(crate) async fn bench(
     json: bool,
     size_mib: usize,
     js: Option<std::path::PathBuf>,
+    connections: usize,
 ) -> Result<(), CliError> {
     let net = Net::start(10).await?;
     let mut f = Figures {
@@ -369,18 +372,23 @@ pub(crate) async fn bench(
     echo.abort();
     a.close().await.map_err(rt("close"))?;
     b.close().await.map_err(rt("close"))?;
+    drop((a, b, ext_a, ext_b, copy, core));
+    f.memory_kib = memory_per_connection(&net, connections).await?;
+    f.connections = connections;
     net.testnet.destroy().await;
 
     let ours = format!(
-        "{{\"impl\":\"corenet\",\"connect_ms_median\":{:.2},\"replicate_mib\":{},\"replicate_mib_s\":{:.1},\"ext_rtt_us_median\":{:.1},\"ext_msgs_per_s\":{:.0}}}",
+        "{{\"impl\":\"corenet\",\"connect_ms_median\":{:.2},\"replicate_mib\":{},\"replicate_mib_s\":{:.1},\"ext_rtt_us_median\":{:.1},\"ext_msgs_per_s\":{:.0},\"connections\":{},\"replicating_kib_per_connection\":{:.1}}}",
         median(&mut f.connect_ms),
         f.replicate_mib,
         f.replicate_mib_s,
         median(&mut f.ext_rtt_us),
-        f.ext_msgs_per_s
+        f.ext_msgs_per_s,
+        f.connections,
+        f.memory_kib
     );
     let theirs = match js {
-        Some(dir) => Some(run_js(&dir, size_mib)?),
+        Some(dir) => Some(run_js(&dir, size_mib, connections)?),
         None => None,
     };
     if json {
@@ -456,10 +464,11 @@ async fn ext_throughput(
 }
 
 /// Runs the JS counterpart (`<dir>/bench/e2e.js`) and returns its JSON line.
-fn run_js(dir: &std::path::Path, size_mib: usize) -> Result<String, CliError> {
+fn run_js(dir: &std::path::Path, size_mib: usize, connections: usize) -> Result<String, CliError> {
     let out = std::process::Command::new("node")
         .arg("bench/e2e.js")
         .arg(size_mib.to_string())
+        .arg(connections.to_string())
         .current_dir(dir)
         .output()
         .map_err(|e| CliError::Runtime(format!("cannot run node: {e}")))?;
@@ -475,4 +484,130 @@ fn run_js(dir: &std::path::Path, size_mib: usize) -> Result<String, CliError> {
         .find(|l| l.starts_with('{'))
         .map(str::to_string)
         .ok_or_else(|| CliError::Runtime("the JS benchmark printed no JSON".into()))
+}
+
+/// This process's resident set, in KiB (Linux; 0 elsewhere).
+fn rss_kib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0.0)
+}
+
+/// Server memory per replicating connection: a networker serving a 1 MiB core to
+/// `n` networkers in a child process (`corenet bench-clients`), each holding a complete copy
+/// and staying connected; the growth of this process's resident set divided by `n`.
+async fn memory_per_connection(net: &Net, n: usize) -> Result<f64, CliError> {
+    let server = net.peer(Corestore::in_memory()).await?;
+    let core = server.corestore().get("memory").map_err(rt("core"))?;
+    fill(
+        &core,
+        std::env::var("MEMKIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1024)
+            * 1024,
+        3,
+    )?;
+    server
+        .configure(
+            core.discovery_key(),
+            Configure {
+                announce: true,
+                lookup: false,
+                flush: true,
+            },
+        )
+        .await
+        .map_err(rt("announce"))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    let exe = std::env::current_exe().map_err(rt("bench-clients"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--bootstrap")
+        .arg(net.testnet.bootstrap[0].to_string())
+        .arg("bench-clients")
+        .arg(core.key().to_string())
+        .arg(n.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(rt("bench-clients"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| CliError::Runtime("bench-clients: no stdout".into()))?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l == "ready" {
+                return Ok(());
+            }
+        }
+        Err(CliError::Runtime("bench-clients ended early".into()))
+    })
+    .await
+    .map_err(|_| CliError::Runtime("bench-clients: not ready within 120 s".into()))??;
+    within("connections", async {
+        while server.peers().len() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib();
+    if std::env::var_os("MEMEXIT").is_some() {
+        let _ = child.kill().await;
+        eprintln!("{}", (after - before) / n as f64);
+        std::process::exit(0);
+    }
+    let _ = child.kill().await;
+    server.close().await.map_err(rt("close"))?;
+    Ok((after - before) / n as f64)
+}
+
+/// `corenet bench-clients`: `count` networkers replicate `key` completely and stay.
+pub(crate) async fn bench_clients(
+    key: corenet::PublicKey,
+    count: usize,
+    bootstrap: Vec<std::net::SocketAddrV4>,
+) -> Result<(), CliError> {
+    let mut nets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let store = Corestore::in_memory();
+        let copy = store.get_by_key(key).map_err(rt("core"))?;
+        let net = Networker::builder(store)
+            .bootstrap(bootstrap.clone())
+            .host(std::net::Ipv4Addr::LOCALHOST)
+            .build()
+            .await
+            .map_err(rt("networker"))?;
+        net.configure(
+            copy.discovery_key(),
+            Configure {
+                announce: false,
+                lookup: true,
+                flush: false,
+            },
+        )
+        .await
+        .map_err(rt("lookup"))?;
+        nets.push((net, copy));
+    }
+    for (_, copy) in &nets {
+        within("download", copy.wait_for_length(1))
+            .await?
+            .map_err(rt("download"))?;
+        let len = copy.len();
+        within("download", copy.download(0..len).done())
+            .await?
+            .map_err(rt("download"))?;
+    }
+    println!("ready");
+    crate::dht::shutdown_signal().await;
+    Ok(())
 }

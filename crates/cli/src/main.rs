@@ -145,6 +145,18 @@ enum Command {
         /// same run.
         #[arg(long, value_name = "DIR")]
         js: Option<PathBuf>,
+        /// Replicating connections for the memory figure.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+    },
+    /// (Used by `bench`.) COUNT networkers in this process replicate the core KEY and stay
+    /// connected; prints `ready` once every copy is complete.
+    #[command(hide = true)]
+    BenchClients {
+        /// The core's key.
+        key: PublicKey,
+        /// How many networkers.
+        count: usize,
     },
 }
 
@@ -210,7 +222,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Testnet { nodes, port } => return dht::testnet(nodes, port).await,
         Command::Demo { size } => return e2e::demo(size.max(1)).await,
-        Command::Bench { json, size, js } => return e2e::bench(json, size.max(1), js).await,
+        Command::Bench {
+            json,
+            size,
+            js,
+            connections,
+        } => return e2e::bench(json, size.max(1), js, connections.max(1)).await,
+        Command::BenchClients { key, count } => {
+            return e2e::bench_clients(key, count, dht::parse_bootstrap(&cli.bootstrap)?).await
+        }
         _ => {}
     }
     let key_pair = identity::load(cli.seed.as_deref(), cli.storage.as_deref())?;
@@ -244,7 +264,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
-        Command::Testnet { .. } | Command::Demo { .. } | Command::Bench { .. } => {
+        Command::Testnet { .. }
+        | Command::Demo { .. }
+        | Command::Bench { .. }
+        | Command::BenchClients { .. } => {
             unreachable!("handled above")
         }
         Command::Share { path } => {

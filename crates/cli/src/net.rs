@@ -155,7 +155,10 @@ pub(crate) async fn get(
         secs,
         done.fetched_bytes as f64 / (1024.0 * 1024.0) / secs.max(1e-9)
     );
-    println!("done {} {} fetched {}", done.bytes, done.blocks, done.fetched_bytes);
+    println!(
+        "done {} {} fetched {}",
+        done.bytes, done.blocks, done.fetched_bytes
+    );
     net.close().await.map_err(CliError::runtime)
 }
 

@@ -37,7 +37,11 @@ impl Proc {
             }
         });
         let stdin = child.stdin.take();
-        Proc { child, stdin, lines }
+        Proc {
+            child,
+            stdin,
+            lines,
+        }
     }
 
     /// The first line starting with `prefix` (earlier lines are skipped).
@@ -123,7 +127,10 @@ fn share_and_get_a_file_over_the_swarm() {
     let done = getter.line("done ");
     assert!(getter.wait().success());
     let blocks = content.len().div_ceil(64 * 1024);
-    assert_eq!(done, format!("done {} {blocks} fetched {}", content.len(), content.len()));
+    assert_eq!(
+        done,
+        format!("done {} {blocks} fetched {}", content.len(), content.len())
+    );
     assert_eq!(std::fs::read(&out).unwrap(), content);
     sharer.line("peer-add ");
 
@@ -165,7 +172,10 @@ fn chat_between_two_processes() {
     assert_eq!(b.line(&a_key), format!("{a_key} hello from a"));
     b.say("and back\u{7}from b");
     let got = a.line(&b_key);
-    assert!(got.ends_with(" and back from b"), "control characters are blanked: {got}");
+    assert!(
+        got.ends_with(" and back from b"),
+        "control characters are blanked: {got}"
+    );
 }
 
 #[test]

@@ -1672,6 +1672,18 @@ impl Mux {
         }
     }
 
+    /// Drops the buffers kept for reuse (see [`Mux::recycle`]). A driver calls this when the
+    /// connection goes idle, so that a burst of large frames does not leave a connection
+    /// holding up to [`SPARE_BUFFERS`] of them for the rest of its life.
+    pub fn release_spares(&mut self) {
+        self.spare = Vec::new();
+    }
+
+    /// Bytes held by the buffers kept for reuse.
+    pub fn spare_capacity(&self) -> usize {
+        self.spare.iter().map(BytesMut::capacity).sum()
+    }
+
     fn flush_batch(&mut self) {
         if let Some(frame) = self.batch.take() {
             trace!(len = frame.len(), "batch queued");

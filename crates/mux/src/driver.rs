@@ -582,6 +582,12 @@ impl MuxHandle {
         self.shared.lock().mux.is_opened(protocol, id)
     }
 
+    /// Bytes held by buffers of sent large frames kept for reuse (memory accounting). They
+    /// are released whenever the driver has nothing left to write.
+    pub fn spare_capacity(&self) -> usize {
+        self.shared.lock().mux.spare_capacity()
+    }
+
     /// True when no channel uses a local id (JS `isIdle`).
     pub fn is_idle(&self) -> bool {
         self.shared.lock().mux.is_idle()
@@ -1268,7 +1274,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MuxDriver<S> {
                     return self.finish_after_flush(cx);
                 }
                 Poll::Ready(Err(e)) => return self.finish(Err(e.into())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if drained && !more_to_write && !self.wrote {
+                        // Idle: everything written, nothing queued. Large-frame buffers kept
+                        // for reuse would otherwise stay with the connection for good.
+                        self.sent = Vec::new();
+                        self.stream.release_write_buffer();
+                        self.shared.lock().mux.release_spares();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -458,3 +458,37 @@ async fn concurrent_channels_on_threads_keep_per_channel_order() {
         timeout(WAIT, t).await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn buffers_of_a_burst_of_large_frames_are_released_when_idle() {
+    let ((a, _da), (b, _db)) = pair().await;
+    let mut ca = a.open(&opts("bulk")).unwrap();
+    let mut cb = b.open(&opts("bulk")).unwrap();
+    timeout(WAIT, ca.opened()).await.unwrap().unwrap();
+    timeout(WAIT, cb.opened()).await.unwrap().unwrap();
+    let block = vec![9u8; 64 * 1024];
+    let sender = {
+        let ca = ca.sender();
+        let block = block.clone();
+        tokio::spawn(async move {
+            for t in 0..32u64 {
+                ca.send(t % 4, &block).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..32 {
+        let m = recv(&mut cb).await.unwrap();
+        assert_eq!(m.payload.len(), block.len());
+    }
+    sender.await.unwrap();
+    // Everything went out: the driver is idle and keeps no 64 KiB buffers around.
+    let mut idle = false;
+    for _ in 0..100 {
+        if a.spare_capacity() == 0 {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(idle, "{} bytes of spare buffers kept", a.spare_capacity());
+}

@@ -406,6 +406,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         self.result().local_public_key
     }
 
+    /// Releases the write buffer's storage if it holds nothing (it grows to the largest burst
+    /// written, and stays allocated after it was written out). A multiplexer calls this when
+    /// it goes idle, so that a connection that once sent large messages does not keep their
+    /// buffer.
+    pub fn release_write_buffer(&mut self) {
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
     /// The 64-byte handshake hash both sides share.
     pub fn handshake_hash(&self) -> [u8; 64] {
         self.result().hash

@@ -6,6 +6,10 @@
 //   replicate_mib_s     a core of sizeMiB (64 KiB blocks) downloaded after the connection
 //   ext_rtt_us_median   1000 sequential 64-byte round trips on a protomux channel
 //   ext_msgs_per_s      100,000 one-way 64-byte messages on that channel
+//   replicating_kib_per_connection   a swarm serving a 1 MiB core to N swarms in a child
+//                       process (each downloads it all and stays connected): growth of the
+//                       server process's RSS / N (N = argv[3], default 50)
+//   node bench/e2e.js clients <host:port> <keyHex> <n>   (the child)
 // Stores live in temporary directories (corestore 7 keeps everything in RocksDB).
 'use strict'
 const os = require('os')
@@ -131,11 +135,72 @@ async function main () {
   await done
   out.ext_msgs_per_s = n / ((performance.now() - t1) / 1000)
 
-  console.log(JSON.stringify(out))
   await a.destroy(); await b.destroy()
   await storeA.close(); await storeB.close()
+
+  const conns = Number(process.argv[3] || 50)
+  out.connections = conns
+  out.replicating_kib_per_connection = await memory(testnet, conns)
+  console.log(JSON.stringify(out))
   await testnet.destroy()
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
   process.exit(0)
 }
-main().catch((e) => { console.error(e); process.exit(1) })
+async function memory (testnet, n) {
+  const { spawn } = require('child_process')
+  const store = tmpStore()
+  const core = store.get({ name: 'memory' })
+  await core.ready()
+  const blocks = []
+  for (let i = 0; i < 16; i++) blocks.push(b4a.alloc(BLOCK, i))
+  await core.append(blocks)
+  const server = makeSwarm(testnet.bootstrap)
+  server.maxPeers = n * 2
+  let conns = 0
+  server.on('connection', (conn) => { conn.on('error', () => {}); conns++; store.replicate(conn) })
+  await server.join(core.discoveryKey, { server: true, client: false }).flushed()
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  global.gc && global.gc()
+  const before = process.memoryUsage().rss
+  const boot = testnet.bootstrap[0]
+  const child = spawn(process.execPath, [__filename, 'clients', boot.host + ':' + boot.port, b4a.toString(core.key, 'hex'), String(n)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise((resolve, reject) => {
+    let buf = ''
+    child.stdout.on('data', (d) => { buf += d; if (buf.includes('ready')) resolve() })
+    child.on('exit', () => reject(new Error('clients exited')))
+  })
+  while (conns < n) await new Promise((resolve) => setTimeout(resolve, 20))
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  global.gc && global.gc()
+  const after = process.memoryUsage().rss
+  child.kill()
+  await server.destroy({ force: true })
+  await store.close()
+  return (after - before) / 1024 / n
+}
+
+async function clients (boot, keyHex, n) {
+  const [host, port] = boot.split(':')
+  const copies = []
+  for (let i = 0; i < n; i++) {
+    const store = tmpStore()
+    const copy = store.get({ key: b4a.from(keyHex, 'hex') })
+    await copy.ready()
+    const s = makeSwarm([{ host, port: Number(port) }])
+    s.on('connection', (conn) => { conn.on('error', () => {}); store.replicate(conn) })
+    s.join(copy.discoveryKey, { server: false, client: true })
+    copies.push(copy)
+  }
+  for (const copy of copies) {
+    while (copy.length === 0) await copy.update({ wait: true })
+    await copy.download({ start: 0, end: copy.length }).done()
+  }
+  process.stdout.write('ready\n')
+  process.on('SIGTERM', () => {
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
+    process.exit(0)
+  })
+}
+
+if (process.argv[2] === 'clients') clients(process.argv[3], process.argv[4], Number(process.argv[5]))
+else main().catch((e) => { console.error(e); process.exit(1) })

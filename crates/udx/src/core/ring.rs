@@ -103,6 +103,11 @@ impl ByteRing {
         n
     }
 
+    /// Bytes of storage held (grown on demand, released by [`ByteRing::shrink_if_empty`]).
+    pub(crate) fn storage(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Releases the storage when empty.
     pub(crate) fn shrink_if_empty(&mut self) {
         if self.len == 0 {

@@ -19,6 +19,12 @@ use crate::wire::{
     SACK_BLOCK_LEN,
 };
 
+/// Send and receive buffers larger than this are released after an idle period
+/// (`SHRINK_AFTER_IDLE`) once empty.
+const SHRINK_ABOVE: usize = 64 * 1024;
+/// How long a stream must be idle (no packet either way) before its empty buffers are released.
+const SHRINK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// IPv4 + UDP header bytes.
 const IPV4_OVERHEAD: u16 = 28;
 /// IPv6 + UDP header bytes.
@@ -1455,6 +1461,10 @@ impl Stream {
         if self.pacing_at.is_some_and(|t| t <= now) {
             self.pacing_at = None;
         }
+        if self.shrink_at().is_some_and(|t| t <= now) {
+            self.send_buf.shrink_if_empty();
+            self.recv_buf.shrink_if_empty();
+        }
         if self.reo_at.is_some_and(|t| t <= now) {
             let (lost, probes) = self.detect_loss(now);
             if lost > probes && self.ca == CaState::Open {
@@ -2071,6 +2081,7 @@ impl Stream {
         min(self.reo_at);
         min(self.zwp_at);
         min(self.pacing_at);
+        min(self.shrink_at());
         if self.remote.is_some() {
             if let Some(idle) = self.config.idle_timeout {
                 min(Some(self.last_rx + idle));
@@ -2082,6 +2093,23 @@ impl Stream {
             }
         }
         t
+    }
+
+    /// Bytes of send and receive buffer storage this stream holds now (they grow while data
+    /// flows and are released after a second without packets).
+    pub fn buffer_storage(&self) -> usize {
+        self.send_buf.storage() + self.recv_buf.storage()
+    }
+
+    /// When the buffers that grew while data flowed may be released: once both are empty
+    /// and no packet went either way for [`SHRINK_AFTER_IDLE`]. A connection that moved a
+    /// burst of data and then idles goes back to holding (almost) nothing, while one in a
+    /// steady transfer keeps its storage instead of regrowing it.
+    fn shrink_at(&self) -> Option<Instant> {
+        let big = |r: &ByteRing| r.is_empty() && r.storage() > SHRINK_ABOVE;
+        let (s, r) = (big(&self.send_buf), big(&self.recv_buf));
+        let both_empty = self.send_buf.is_empty() && self.recv_buf.is_empty();
+        ((s || r) && both_empty).then(|| self.last_tx.max(self.last_rx) + SHRINK_AFTER_IDLE)
     }
 
     /// True when `poll_transmit` has something to send right now (used by drivers to decide

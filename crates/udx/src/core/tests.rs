@@ -674,3 +674,47 @@ fn write_before_connect_is_sent_after() {
     let mut rbuf = [0u8; 4];
     pattern(0, &mut rbuf);
 }
+
+/// Moves `total` bytes a -> b without ending the stream; returns when b has read them all.
+fn push_through(p: &mut Pair, total: usize) {
+    let data = vec![7u8; 64 * 1024];
+    let mut rbuf = vec![0u8; 64 * 1024];
+    let (mut sent, mut got) = (0, 0);
+    let ok = p.run_until(Duration::from_secs(60), |p| {
+        let now = p.now;
+        while sent < total {
+            let k =
+                p.a.write(now, &data[..(total - sent).min(data.len())])
+                    .unwrap();
+            if k == 0 {
+                break;
+            }
+            sent += k;
+        }
+        while let Ok(Some(n)) = p.b.read(&mut rbuf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got == total
+    });
+    assert!(ok, "moved {got} of {total}");
+}
+
+#[test]
+fn buffers_grown_by_a_transfer_are_released_when_idle() {
+    let mut p = Pair::new(3, StreamConfig::default());
+    push_through(&mut p, 2 * MIB as usize);
+    // The sender's ring grew with its window; shortly after the transfer it still holds it.
+    assert!(p.a.buffer_storage() > 64 * 1024, "{}", p.a.buffer_storage());
+    p.advance(Duration::from_millis(500));
+    assert!(p.a.buffer_storage() > 64 * 1024);
+    // After a second without packets, the empty buffers are released.
+    p.advance(Duration::from_millis(1_000));
+    assert_eq!(p.a.buffer_storage(), 0);
+    assert_eq!(p.b.buffer_storage(), 0);
+    // And the stream still works.
+    push_through(&mut p, 300_000);
+    assert!(!p.a.is_closed() && !p.b.is_closed());
+}
