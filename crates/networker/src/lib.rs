@@ -162,9 +162,13 @@ impl AsRef<corenet_extensions::Peer> for Peer {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum NetworkerEvent {
-    /// A peer connected (once per peer, never for a duplicate connection).
+    /// A peer connected: once per connection the swarm keeps, never for a duplicate it
+    /// dropped. A connection that replaces a live one to the same key (the peer restarted
+    /// and reconnected before its old connection was seen to close) comes right after a
+    /// [`NetworkerEvent::PeerRemove`] of the old one, so the [`Peer`] in hand always names a
+    /// live connection.
     PeerAdd(Peer),
-    /// A peer's connection closed (once per peer).
+    /// A peer's connection closed or was replaced (once per [`NetworkerEvent::PeerAdd`]).
     PeerRemove(Peer),
     /// A discovery key was configured and its announce/lookup started.
     Joined(DiscoveryKey),
@@ -598,19 +602,7 @@ impl Networker {
             connection_id: id,
             extension_peer: ext_peer,
         };
-        // One PeerAdd per peer: a replacement connection (the swarm dropped a duplicate) takes
-        // the entry over silently.
-        let replaced = self
-            .inner
-            .peers
-            .insert(info.remote_public_key, peer.clone())
-            .is_some();
-        if !replaced {
-            let _ = self
-                .inner
-                .events
-                .send(NetworkerEvent::PeerAdd(peer.clone()));
-        }
+        peer_connected(&self.inner.peers, &self.inner.events, peer);
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             tokio::select! {
@@ -622,13 +614,128 @@ impl Networker {
             }
             drop(guard);
             let Some(inner) = weak.upgrade() else { return };
-            let removed = inner
-                .peers
-                .remove_if(&info.remote_public_key, |_, p| p.connection_id == id)
-                .map(|(_, p)| p);
-            if let Some(p) = removed {
-                let _ = inner.events.send(NetworkerEvent::PeerRemove(p));
-            }
+            peer_disconnected(&inner.peers, &inner.events, &info.remote_public_key, id);
         });
+    }
+}
+
+/// Records `peer` as the live connection to its key and reports it. A live entry it
+/// replaces is reported removed first. The table and the events change under the entry's
+/// lock, so whichever of this and the old connection's [`peer_disconnected`] runs first, the
+/// events are the same and in order.
+fn peer_connected(
+    peers: &DashMap<PublicKey, Peer>,
+    events: &broadcast::Sender<NetworkerEvent>,
+    peer: Peer,
+) {
+    match peers.entry(peer.remote_public_key) {
+        dashmap::Entry::Occupied(mut e) => {
+            let old = e.insert(peer.clone());
+            let _ = events.send(NetworkerEvent::PeerRemove(old));
+            let _ = events.send(NetworkerEvent::PeerAdd(peer));
+        }
+        dashmap::Entry::Vacant(e) => {
+            e.insert(peer.clone());
+            let _ = events.send(NetworkerEvent::PeerAdd(peer));
+        }
+    }
+}
+
+/// Connection `id` to `key` closed: removed and reported if it is still the live one (a
+/// replaced connection was reported when it was replaced).
+fn peer_disconnected(
+    peers: &DashMap<PublicKey, Peer>,
+    events: &broadcast::Sender<NetworkerEvent>,
+    key: &PublicKey,
+    id: u64,
+) {
+    if let dashmap::Entry::Occupied(e) = peers.entry(*key) {
+        if e.get().connection_id == id {
+            let (_, old) = e.remove_entry();
+            let _ = events.send(NetworkerEvent::PeerRemove(old));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corenet_mux::DriverConfig;
+    use corenet_noise::{Config, SecretStream};
+
+    /// A mux over one end of an in-memory secret stream (its driver never runs).
+    async fn mux() -> MuxHandle {
+        let (a, b) = tokio::io::duplex(4096);
+        let client = tokio::spawn(async move {
+            SecretStream::new(a, true, &KeyPair::generate(), Config::default()).await
+        });
+        let _server = SecretStream::new(b, false, &KeyPair::generate(), Config::default())
+            .await
+            .unwrap();
+        let (mux, _driver) =
+            MuxHandle::new(client.await.unwrap().unwrap(), DriverConfig::default());
+        mux
+    }
+
+    async fn peer(key: PublicKey, id: u64) -> Peer {
+        Peer {
+            remote_public_key: key,
+            remote_address: SocketAddrV4::new([127, 0, 0, 1].into(), 4000 + id as u16),
+            transport: Transport::Udx,
+            is_initiator: false,
+            connection: mux().await,
+            connection_id: id,
+            extension_peer: corenet_extensions::Peer::new(key),
+        }
+    }
+
+    /// The events so far, as (add?, connection id).
+    fn drain(rx: &mut broadcast::Receiver<NetworkerEvent>) -> Vec<(bool, u64)> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                NetworkerEvent::PeerAdd(p) => out.push((true, p.connection_id)),
+                NetworkerEvent::PeerRemove(p) => out.push((false, p.connection_id)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A connection replacing a live one to the same key (a restarted peer that reconnected
+    /// before its old connection was seen to close) is reported as PeerRemove of the old, then
+    /// PeerAdd of the new, whether the old connection's close or the new one's setup is
+    /// handled first. (Before, when the setup came first, nothing was reported and the `Peer`
+    /// from the first PeerAdd named a dead extension session.)
+    #[tokio::test]
+    async fn a_replacement_is_reported_whichever_side_runs_first() {
+        let key = KeyPair::generate().public_key();
+        let other = KeyPair::generate().public_key();
+        for close_first in [true, false] {
+            let peers = DashMap::new();
+            let (events, mut rx) = broadcast::channel(16);
+            peer_connected(&peers, &events, peer(key, 1).await);
+            peer_connected(&peers, &events, peer(other, 7).await);
+            assert_eq!(drain(&mut rx), [(true, 1), (true, 7)]);
+            if close_first {
+                peer_disconnected(&peers, &events, &key, 1);
+                peer_connected(&peers, &events, peer(key, 2).await);
+            } else {
+                peer_connected(&peers, &events, peer(key, 2).await);
+                peer_disconnected(&peers, &events, &key, 1);
+            }
+            assert_eq!(
+                drain(&mut rx),
+                [(false, 1), (true, 2)],
+                "close first: {close_first}"
+            );
+            assert_eq!(peers.len(), 2);
+            assert_eq!(peers.get(&key).unwrap().connection_id, 2);
+            // The live connection closes: one PeerRemove; a stale close changes nothing.
+            peer_disconnected(&peers, &events, &key, 2);
+            peer_disconnected(&peers, &events, &key, 1);
+            assert_eq!(drain(&mut rx), [(false, 2)]);
+            assert_eq!(peers.len(), 1);
+        }
     }
 }

@@ -15,6 +15,8 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +45,32 @@ const READ_CHUNK: usize = 64 * 1024;
 /// What an idle stream reads with: buffers start small and double (up to [`READ_CHUNK`])
 /// while reads keep filling them, so an idle connection costs little memory.
 const MIN_READ_CHUNK: usize = 4 * 1024;
+
+/// Counts of the encrypted message bytes a [`SecretStream`] moved, readable from anywhere
+/// (JS `rawBytesRead` / `rawBytesWritten`): frames after the header, keepalives included.
+/// A clone shares the counts and stays valid after the stream moved (into a mux, say), so the
+/// owner of a connection can tell whether traffic went both ways (hyperswarm's "established"
+/// check).
+#[derive(Debug, Clone, Default)]
+pub struct Traffic(Arc<TrafficCounts>);
+
+#[derive(Debug, Default)]
+struct TrafficCounts {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Traffic {
+    /// Encrypted message bytes received (length prefixes excluded, as in JS).
+    pub fn read(&self) -> u64 {
+        self.0.read.load(Ordering::Relaxed)
+    }
+
+    /// Encrypted message bytes queued for the transport (length prefixes included, as in JS).
+    pub fn written(&self) -> u64 {
+        self.0.written.load(Ordering::Relaxed)
+    }
+}
 
 /// The secret-stream namespace: initiator id, responder id, unordered-send key.
 pub fn stream_namespaces() -> [[u8; 32]; 3] {
@@ -252,6 +280,8 @@ pub struct SecretStream<S> {
     keepalive: Option<Timer>,
     /// Fails the stream after a quiet period on the read side.
     timeout: Option<Timer>,
+    /// Message bytes moved, shared with [`SecretStream::traffic`] handles.
+    traffic: Traffic,
 }
 
 impl<S> fmt::Debug for SecretStream<S> {
@@ -335,6 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             write_failed: None,
             keepalive: None,
             timeout,
+            traffic: Traffic::default(),
             config,
         }
     }
@@ -394,6 +425,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             rx: result.rx.clone(),
             result,
         });
+    }
+
+    /// The message bytes this stream moves, counted from now on wherever the stream goes.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 
     /// The remote's static public key, authenticated by the handshake.
@@ -537,6 +573,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             return;
         }
         let len = msg.len() + ABYTES;
+        self.traffic
+            .0
+            .written
+            .fetch_add((3 + len) as u64, Ordering::Relaxed);
         self.wbuf.reserve(3 + len);
         put_frame_header(&mut self.wbuf, len);
         let start = self.wbuf.len();
@@ -688,6 +728,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             if pull.pull_in_place(&mut frame).is_err() {
                 return Poll::Ready(Err(self.fail(Error::Decrypt)));
             }
+            self.traffic
+                .0
+                .read
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
             let end = frame.len() - 16;
             frame.truncate(end);
             frame.advance(1);

@@ -498,3 +498,32 @@ async fn messages_from_a_peer_that_already_left_are_still_read() {
     assert!(matches!(server.send(b"x").await, Err(Error::Io(_))));
     assert!(matches!(server.send(b"x").await, Err(Error::Io(_))));
 }
+
+/// `traffic()` counts encrypted message bytes as JS `rawBytesRead` / `rawBytesWritten` do
+/// (keepalives in, handshake and header frames out), and a handle taken before the stream
+/// moves keeps counting.
+#[tokio::test]
+async fn traffic_counts_message_bytes_both_ways() {
+    let (a, b) = pair(Config::default(), Config::default(), 64 * 1024).await;
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    let (ta, tb) = (a.traffic(), b.traffic());
+    assert_eq!(
+        (ta.read(), ta.written(), tb.read(), tb.written()),
+        (0, 0, 0, 0)
+    );
+    let reader = tokio::spawn(async move {
+        let got = b.recv().await.unwrap().unwrap();
+        (b, got)
+    });
+    a.send_keepalive().await.unwrap();
+    a.send(b"hello").await.unwrap();
+    let (mut b, got) = reader.await.unwrap();
+    assert_eq!(&got[..], b"hello");
+    // Each message: 3-byte length, 1 tag byte, the payload, a 16-byte MAC.
+    assert_eq!(ta.written(), (3 + 17) + (3 + 17 + 5));
+    assert_eq!(tb.read(), 17 + (17 + 5));
+    assert_eq!((ta.read(), tb.written()), (0, 0));
+    b.send(b"hi").await.unwrap();
+    assert_eq!(&a.recv().await.unwrap().unwrap()[..], b"hi");
+    assert_eq!((ta.read(), tb.written()), (17 + 2, 3 + 17 + 2));
+}

@@ -58,13 +58,23 @@ pub(crate) struct Shared {
     pub(crate) ended: AtomicBool,
     /// Who to tell when it ends.
     pub(crate) on_end: Mutex<Option<Recipient<ConnectionEnded>>>,
+    /// The secret stream's own counts, which go on when the stream leaves the connection
+    /// ([`Connection::into_parts`], for a mux).
+    pub(crate) traffic: Option<corenet_noise::Traffic>,
 }
 
 impl Shared {
-    /// Sent and received bytes both: an established connection.
+    /// Sent and received bytes both: an established connection (hyperswarm checks the
+    /// secret stream's `rawBytesRead` and `rawBytesWritten`). The stream's counts see every
+    /// message, however the stream is used; the connection's own counts (and
+    /// [`SessionGuard::count`]) are the fallback.
     pub(crate) fn established(&self) -> bool {
-        self.bytes_read.load(Ordering::Relaxed) > 0
-            && self.bytes_written.load(Ordering::Relaxed) > 0
+        let own = self.bytes_read.load(Ordering::Relaxed) > 0
+            && self.bytes_written.load(Ordering::Relaxed) > 0;
+        own || self
+            .traffic
+            .as_ref()
+            .is_some_and(|t| t.read() > 0 && t.written() > 0)
     }
 
     pub(crate) fn abort(&self, reason: &str) {
@@ -264,8 +274,9 @@ impl SessionGuard {
         .await
     }
 
-    /// Counts bytes moved outside the connection's own reads and writes (a mux over the
-    /// stream), so that the swarm's "established" check sees them.
+    /// Adds bytes moved outside the connection's own reads and writes (by a mux over the
+    /// stream) to the connection's counts. The swarm's "established" check does not need
+    /// them: it also reads the secret stream's own counts, which follow the stream.
     pub fn count(&self, read: u64, written: u64) {
         self.shared.bytes_read.fetch_add(read, Ordering::Relaxed);
         self.shared

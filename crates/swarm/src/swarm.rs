@@ -253,7 +253,10 @@ impl SwarmActor {
             is_initiator,
             transport: Transport::Udx,
         };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            traffic: Some(conn.stream.traffic()),
+            ..Shared::default()
+        });
         let session =
             SessionActor::new(info.clone(), shared.clone(), ctx.address().recipient()).start();
         self.live.insert(

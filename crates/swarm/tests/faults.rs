@@ -233,3 +233,82 @@ async fn two_rust_swarms_dialling_each_other_keep_one_connection() {
     }
     testnet.destroy().await;
 }
+
+/// A peer that restarts and reconnects before its old connection is seen to die gets the new
+/// connection, even when it is not the tie-break's expected initiator: the old connection is
+/// "established" (traffic went both ways), as hyperswarm decides from the secret stream's raw
+/// byte counts. This must hold when the application took the stream out of the connection
+/// (`into_parts`, as a mux does) and moved its messages itself. (Before, only the
+/// connection's own reads and writes counted, so such a connection never looked
+/// established: the restarted peer was refused as a duplicate of its dead connection until
+/// that timed out.)
+#[tokio::test]
+async fn a_restarted_peer_replaces_its_established_connection_after_into_parts() {
+    let testnet = Testnet::new(5, 0).await.unwrap();
+    // The server's key is the larger: by the tie-break alone it keeps the first connection.
+    let (mut server_kp, mut peer_kp) = (KeyPair::generate(), KeyPair::generate());
+    if server_kp.public_key().as_bytes() < peer_kp.public_key().as_bytes() {
+        std::mem::swap(&mut server_kp, &mut peer_kp);
+    }
+    let server = Swarm::builder()
+        .key_pair(server_kp)
+        .bootstrap(testnet.bootstrap.clone())
+        .build()
+        .await
+        .unwrap();
+    // Echo over the split stream's message interface; report each end.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::channel(8);
+    let mut conns = server.connections();
+    tokio::spawn(async move {
+        while let Some(c) = conns.recv().await {
+            let (mut stream, guard) = c.into_parts();
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                let reason = tokio::select! {
+                    r = guard.aborted() => r,
+                    _ = async {
+                        while let Ok(Some(m)) = stream.recv().await {
+                            if stream.send(&m).await.is_err() {
+                                break;
+                            }
+                        }
+                    } => "ended".to_owned(),
+                };
+                let _ = ended_tx.send((stream.handshake_hash(), reason)).await;
+            });
+        }
+    });
+    server.listen().await.unwrap();
+
+    let node = raw_node(&testnet).await;
+    let mut old = node
+        .connect(&peer_kp, server.public_key(), vec![])
+        .await
+        .unwrap();
+    old.stream.send(b"before").await.unwrap();
+    let echo = tokio::time::timeout(WAIT, old.stream.recv()).await.unwrap();
+    assert_eq!(echo.unwrap().as_deref(), Some(&b"before"[..]));
+
+    // The same key again, from another node, while the first connection is still up.
+    let node2 = raw_node(&testnet).await;
+    let mut new = node2
+        .connect(&peer_kp, server.public_key(), vec![])
+        .await
+        .unwrap();
+    new.stream.send(b"after").await.unwrap();
+    let echo = tokio::time::timeout(WAIT, new.stream.recv())
+        .await
+        .expect("the new connection is served")
+        .expect("the new connection is kept");
+    assert_eq!(echo.as_deref(), Some(&b"after"[..]));
+    let (hash, reason) = tokio::time::timeout(WAIT, ended.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hash, old.stream.handshake_hash(), "the old one was dropped");
+    assert!(reason.contains("uplicate"), "{reason}");
+    let peers = server.connections_now();
+    assert_eq!(peers.len(), 1);
+    server.destroy().await;
+    testnet.destroy().await;
+}
