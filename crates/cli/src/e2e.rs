@@ -500,7 +500,8 @@ fn rss_kib() -> f64 {
 
 /// Server memory per replicating connection: a networker serving a 1 MiB core to
 /// `n` networkers in a child process (`corenet bench-clients`), each holding a complete copy
-/// and staying connected; the growth of this process's resident set divided by `n`.
+/// and staying connected; the growth of this process's resident set divided by `n`, 3 s
+/// after the last copy completed (idle connections release what the transfer grew after 1 s).
 async fn memory_per_connection(net: &Net, n: usize) -> Result<f64, CliError> {
     let server = net.peer(Corestore::in_memory()).await?;
     let core = server.corestore().get("memory").map_err(rt("core"))?;

@@ -1672,11 +1672,17 @@ impl Mux {
         }
     }
 
-    /// Drops the buffers kept for reuse (see [`Mux::recycle`]). A driver calls this when the
-    /// connection goes idle, so that a burst of large frames does not leave a connection
-    /// holding up to [`SPARE_BUFFERS`] of them for the rest of its life.
+    /// Drops the buffers kept for reuse (see [`Mux::recycle`]) and an empty frame arena. A
+    /// driver calls this when the connection goes idle, so that a burst of large frames does
+    /// not leave a connection holding up to [`SPARE_BUFFERS`] of them for the rest of its
+    /// life.
     pub fn release_spares(&mut self) {
         self.spare = Vec::new();
+        // The frame arena too, when no queued frame lives in it (frames already taken hold
+        // their own reference to its memory).
+        if self.arena.is_empty() && !self.tx.iter().any(|f| matches!(f, TxFrame::Arena(_))) {
+            self.arena = BytesMut::new();
+        }
     }
 
     /// Bytes held by the buffers kept for reuse.

@@ -216,6 +216,12 @@ impl UdxStream {
         self.with(false, |s| s.stream.rtt()).ok().flatten()
     }
 
+    /// Bytes of send and receive buffer storage the stream holds (grown while data flows,
+    /// released after a second without packets).
+    pub fn buffer_storage(&self) -> usize {
+        self.with(false, |s| s.stream.buffer_storage()).unwrap_or(0)
+    }
+
     /// The confirmed MTU of the path (1200 to 1500).
     pub fn mtu(&self) -> u16 {
         self.with(false, |s| s.stream.mtu()).unwrap_or(0)

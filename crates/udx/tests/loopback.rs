@@ -308,3 +308,40 @@ async fn stream_ids_are_unique_and_choosable() {
         .collect();
     assert!(ids.len() >= 99);
 }
+
+#[tokio::test]
+async fn an_idle_stream_releases_the_buffers_a_transfer_grew() {
+    let (a, b) = sockets().await;
+    let (mut sa, mut sb) = pair(&a, &b);
+    let total = 4 * 1024 * 1024;
+    // Without ending the stream (an ended stream releases everything anyway).
+    let write = async {
+        let chunk = vec![5u8; 64 * 1024];
+        for _ in 0..total / chunk.len() {
+            sa.write_all(&chunk).await.unwrap();
+        }
+    };
+    let read = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < total {
+            got += timeout(WAIT, sb.read(&mut buf)).await.unwrap().unwrap();
+        }
+    };
+    tokio::join!(write, read);
+    assert!(sa.buffer_storage() > 64 * 1024, "{}", sa.buffer_storage());
+    let mut released = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if sa.buffer_storage() == 0 && sb.buffer_storage() == 0 {
+            released = true;
+            break;
+        }
+    }
+    assert!(
+        released,
+        "still held: {} / {}",
+        sa.buffer_storage(),
+        sb.buffer_storage()
+    );
+}

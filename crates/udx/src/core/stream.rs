@@ -358,6 +358,8 @@ pub struct Stream {
     last_tx: Instant,
     last_rx: Instant,
     heartbeat_pending: bool,
+    /// Earliest next look at idle buffers (set when one could not be released).
+    shrink_retry: Option<Instant>,
 
     // ---- receive side ----
     rcv_nxt: u32,
@@ -455,6 +457,7 @@ impl Stream {
             last_tx: now,
             last_rx: now,
             heartbeat_pending: false,
+            shrink_retry: None,
             rcv_nxt: 0,
             recv_buf: ByteRing::new(recv_cap),
             ooo: VecDeque::new(),
@@ -1461,10 +1464,7 @@ impl Stream {
         if self.pacing_at.is_some_and(|t| t <= now) {
             self.pacing_at = None;
         }
-        if self.shrink_at().is_some_and(|t| t <= now) {
-            self.send_buf.shrink_if_empty();
-            self.recv_buf.shrink_if_empty();
-        }
+        self.shrink_if_idle(now);
         if self.reo_at.is_some_and(|t| t <= now) {
             let (lost, probes) = self.detect_loss(now);
             if lost > probes && self.ca == CaState::Open {
@@ -2101,15 +2101,27 @@ impl Stream {
         self.send_buf.storage() + self.recv_buf.storage()
     }
 
-    /// When the buffers that grew while data flowed may be released: once both are empty
-    /// and no packet went either way for [`SHRINK_AFTER_IDLE`]. A connection that moved a
-    /// burst of data and then idles goes back to holding (almost) nothing, while one in a
-    /// steady transfer keeps its storage instead of regrowing it.
+    /// When the buffers that grew while data flowed may be released: a second after the last
+    /// packet either way (and, while the application leaves received bytes unread, every
+    /// second after that). A connection that moved a burst of data and then idles goes back
+    /// to holding (almost) nothing, while one in a steady transfer keeps its storage instead
+    /// of regrowing it.
     fn shrink_at(&self) -> Option<Instant> {
-        let big = |r: &ByteRing| r.is_empty() && r.storage() > SHRINK_ABOVE;
-        let (s, r) = (big(&self.send_buf), big(&self.recv_buf));
-        let both_empty = self.send_buf.is_empty() && self.recv_buf.is_empty();
-        ((s || r) && both_empty).then(|| self.last_tx.max(self.last_rx) + SHRINK_AFTER_IDLE)
+        let big = |r: &ByteRing| r.storage() > SHRINK_ABOVE;
+        (big(&self.send_buf) || big(&self.recv_buf)).then(|| {
+            let idle = self.last_tx.max(self.last_rx) + SHRINK_AFTER_IDLE;
+            self.shrink_retry.map_or(idle, |r| r.max(idle))
+        })
+    }
+
+    /// Releases the empty buffers once the stream has been idle (see `shrink_at`).
+    fn shrink_if_idle(&mut self, now: Instant) {
+        if self.shrink_at().is_some_and(|t| t <= now) {
+            self.send_buf.shrink_if_empty();
+            self.recv_buf.shrink_if_empty();
+            // One still holds bytes (unread data): look again in a second, not in a loop.
+            self.shrink_retry = Some(now + SHRINK_AFTER_IDLE);
+        }
     }
 
     /// True when `poll_transmit` has something to send right now (used by drivers to decide
