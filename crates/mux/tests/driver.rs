@@ -462,7 +462,7 @@ async fn concurrent_channels_on_threads_keep_per_channel_order() {
 #[tokio::test]
 async fn buffers_of_a_burst_of_large_frames_are_released_when_idle() {
     let ((a, _da), (b, _db)) = pair().await;
-    let mut ca = a.open(&opts("bulk")).unwrap();
+    let ca = a.open(&opts("bulk")).unwrap();
     let mut cb = b.open(&opts("bulk")).unwrap();
     timeout(WAIT, ca.opened()).await.unwrap().unwrap();
     timeout(WAIT, cb.opened()).await.unwrap().unwrap();
