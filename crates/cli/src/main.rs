@@ -190,7 +190,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    // The command runs as a task on the runtime's workers, like the tasks it talks to:
+    // awaited from `block_on`'s thread (not a worker), every wake-up between it and them
+    // would cross threads (a small message's round trip took twice as long).
+    let result = rt.block_on(async {
+        tokio::spawn(run(cli))
+            .await
+            .unwrap_or_else(|e| Err(CliError::runtime(e)))
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Usage(msg)) => {
             eprintln!("error: {msg}");

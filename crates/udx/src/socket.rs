@@ -41,6 +41,9 @@ const MAX_GSO_BYTES: usize = 65_000;
 const STAGE_BYTES: usize = 4 * MAX_GSO_BYTES;
 /// Receive batches per driver pass before yielding to other tasks.
 const RECV_BATCHES_PER_PASS: usize = 4;
+/// Packets a write to an idle stream sends from the writer's task (see
+/// [`Inner::send_inline`]); the rest waits for the driver.
+const INLINE_PACKETS: usize = 4;
 /// Receive buffer per datagram without GRO (JS truncates beyond 2048 too).
 const PLAIN_SLOT: usize = MAX_DATAGRAM;
 /// Receive buffer per slot with GRO: the largest coalesced UDP payload.
@@ -124,6 +127,13 @@ pub(crate) struct Slot {
     armed: Option<Instant>,
 }
 
+impl Slot {
+    /// Queued for the driver.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+}
+
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
@@ -144,6 +154,9 @@ pub(crate) struct State {
     datagram_waker: Option<Waker>,
     driver_waker: Option<Waker>,
     kicked: bool,
+    /// The deadline the driver's timer is armed for (`None`: not armed); a stream deadline
+    /// set outside the driver only needs a wake-up when it is earlier.
+    sleep_at: Option<Instant>,
     /// Live `UdxSocket` and `UdxStream` handles.
     pub(crate) handles: usize,
     closing: bool,
@@ -161,6 +174,11 @@ impl State {
             }
         }
         self.kick()
+    }
+
+    /// The socket is closing.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
     }
 
     pub(crate) fn kick(&mut self) -> Option<Waker> {
@@ -188,6 +206,78 @@ impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Sends up to [`INLINE_PACKETS`] packets of stream `id` right away from the calling
+    /// task, for a write to a stream that was idle ([`Stream::is_send_idle`]): a lone
+    /// message then costs no hop through the driver task (which may be on another thread).
+    /// Then does the driver's bookkeeping for the stream (events, timer). Returns true if
+    /// the driver must run: more to send, or a deadline earlier than its timer.
+    ///
+    /// The stream had nothing in flight or queued, so no packet of its own is staged in the
+    /// driver and order is kept. A packet the kernel refuses (full socket buffer) counts as
+    /// a send error and is recovered as a loss, as one dropped on the path would be.
+    pub(crate) fn send_inline(
+        &self,
+        st: &mut State,
+        id: u32,
+        now: Instant,
+        wakers: &mut Vec<Waker>,
+    ) -> bool {
+        let Some(slot) = st.streams.get_mut(&id) else {
+            return false;
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let (mut sent, mut errors) = (0, 0);
+        for _ in 0..INLINE_PACKETS {
+            let Some(t) = slot.stream.poll_transmit(now, &mut buf, 1) else {
+                break;
+            };
+            let transmit = quinn_udp::Transmit {
+                destination: t.destination,
+                ecn: None,
+                contents: &buf[..t.size],
+                segment_size: None,
+                src_ip: None,
+            };
+            match self.udp.send((&self.io).into(), &transmit) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    tracing::debug!(error = %e, dest = %t.destination, "udx inline send failed");
+                    errors += 1;
+                }
+            }
+        }
+        let more = slot.stream.wants_transmit();
+        st.stats.datagrams_tx += sent;
+        st.stats.send_errors += errors;
+        if more {
+            return true;
+        }
+        match settle(st, id, wakers) {
+            Some(at) => st.sleep_at.is_none_or(|armed| at < armed),
+            None => false,
+        }
+    }
+}
+
+/// The driver's bookkeeping after a stream's transmits were drained: wakers for its
+/// events, removal once finished and dropped, its next deadline on the timer heap. Returns
+/// the deadline if a new one was pushed.
+fn settle(st: &mut State, id: u32, wakers: &mut Vec<Waker>) -> Option<Instant> {
+    let slot = st.streams.get_mut(&id)?;
+    slot.dirty = false;
+    collect_events(slot, wakers);
+    if slot.stream.is_finished() && !slot.handle_alive {
+        st.streams.remove(&id);
+        return None;
+    }
+    let at = slot.stream.poll_timeout()?;
+    if slot.armed.is_none_or(|a| at < a) {
+        slot.armed = Some(at);
+        st.timers.push(Reverse((at, id)));
+        return Some(at);
+    }
+    None
 }
 
 /// A UDP socket carrying UDX streams and, on the same port, the owner's own datagrams
@@ -257,6 +347,7 @@ impl UdxSocket {
                 datagram_waker: None,
                 driver_waker: None,
                 kicked: false,
+                sleep_at: None,
                 handles: 1,
                 closing: false,
                 closed: false,
@@ -436,16 +527,7 @@ impl Driver {
 
     async fn run(mut self) {
         poll_fn(|cx| self.poll(cx)).await;
-        let mut st = self.inner.lock();
-        st.closed = true;
-        st.streams.clear();
-        st.datagrams.clear();
-        let w = st.datagram_waker.take();
-        drop(st);
-        if let Some(w) = w {
-            w.wake();
-        }
-        tracing::info!(local_addr = %self.inner.local_addr, "udx socket closed");
+        // Dropping closes the socket.
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -616,21 +698,7 @@ impl Driver {
         // Streams fully drained: events, timers, cleanup.
         let done: Vec<u32> = st.dirty.drain(..i).collect();
         for id in done {
-            let Some(slot) = st.streams.get_mut(&id) else {
-                continue;
-            };
-            slot.dirty = false;
-            collect_events(slot, &mut self.wakers);
-            if slot.stream.is_finished() && !slot.handle_alive {
-                st.streams.remove(&id);
-                continue;
-            }
-            if let Some(at) = slot.stream.poll_timeout() {
-                if slot.armed.is_none_or(|a| at < a) {
-                    slot.armed = Some(at);
-                    st.timers.push(Reverse((at, id)));
-                }
-            }
+            settle(st, id, &mut self.wakers);
         }
         more
     }
@@ -676,8 +744,11 @@ impl Driver {
 
     fn arm_sleep(&mut self, cx: &mut Context<'_>) {
         let next = {
-            let st = self.inner.lock();
-            st.timers.peek().map(|Reverse((at, _))| *at)
+            // Published under the same lock as the peek: a deadline pushed later by
+            // `send_inline` compares against what the timer really is.
+            let mut st = self.inner.lock();
+            st.sleep_at = st.timers.peek().map(|Reverse((at, _))| *at);
+            st.sleep_at
         };
         let Some(at) = next else {
             self.sleep_at = None;
@@ -693,6 +764,42 @@ impl Driver {
             self.sleep_at = None;
             cx.waker().wake_by_ref();
         }
+    }
+}
+
+/// The driver ends when the socket is closed and its streams are done, or when its runtime
+/// shuts down (the task is dropped): either way the socket is closed for its handles, and
+/// whoever waits on it is woken (and sees the socket closed).
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let mut wakers: Vec<Waker> = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            st.closed = true;
+            st.closing = true;
+            for slot in st.streams.values_mut() {
+                wakers.extend(
+                    [
+                        slot.read_waker.take(),
+                        slot.write_waker.take(),
+                        slot.message_waker.take(),
+                        slot.change_waker.take(),
+                        slot.flush_waker.take(),
+                        slot.close_waker.take(),
+                        slot.connect_waker.take(),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                );
+            }
+            st.streams.clear();
+            st.datagrams.clear();
+            wakers.extend(st.datagram_waker.take());
+        }
+        for w in wakers {
+            w.wake();
+        }
+        tracing::info!(local_addr = %self.inner.local_addr, "udx socket closed");
     }
 }
 

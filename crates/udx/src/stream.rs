@@ -270,15 +270,36 @@ impl AsyncWrite for UdxStream {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let r = self.with(true, |s| match s.stream.write(Instant::now(), data) {
-            Ok(0) => {
-                s.write_waker = Some(cx.waker().clone());
-                Poll::Pending
+        let mut wakers = Vec::new();
+        let (poll, driver) = {
+            let mut st = self.inner.lock();
+            let st = &mut *st;
+            let Some(slot) = st.streams.get_mut(&self.id) else {
+                return Poll::Ready(Err(Error::SocketClosed.into()));
+            };
+            let now = Instant::now();
+            let idle = !slot.is_dirty() && slot.stream.is_send_idle();
+            match slot.stream.write(now, data) {
+                Ok(0) => {
+                    slot.write_waker = Some(cx.waker().clone());
+                    (Poll::Pending, st.touch(self.id))
+                }
+                Ok(n) if idle && !st.is_closing() => {
+                    // A write to an idle stream goes out from here, not via the driver.
+                    let kick = self.inner.send_inline(st, self.id, now, &mut wakers);
+                    (
+                        Poll::Ready(Ok(n)),
+                        kick.then(|| st.touch(self.id)).flatten(),
+                    )
+                }
+                Ok(n) => (Poll::Ready(Ok(n)), st.touch(self.id)),
+                Err(e) => (Poll::Ready(Err(io::Error::from(e))), st.touch(self.id)),
             }
-            Ok(n) => Poll::Ready(Ok(n)),
-            Err(e) => Poll::Ready(Err(io::Error::from(e))),
-        });
-        r.unwrap_or_else(|e| Poll::Ready(Err(e.into())))
+        };
+        for w in driver.into_iter().chain(wakers) {
+            w.wake();
+        }
+        poll
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

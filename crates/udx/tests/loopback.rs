@@ -345,3 +345,73 @@ async fn an_idle_stream_releases_the_buffers_a_transfer_grew() {
         sb.buffer_storage()
     );
 }
+
+#[tokio::test]
+async fn a_write_to_an_idle_stream_is_sent_by_the_writer() {
+    let (a, b) = sockets().await;
+    let (mut sa, mut sb) = pair(&a, &b);
+    let mut buf = [0u8; 64];
+    // Connecting queued the streams for the driver; one exchange settles them.
+    sa.write_all(&buf).await.unwrap();
+    timeout(WAIT, sb.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    sb.write_all(&buf).await.unwrap();
+    timeout(WAIT, sa.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    for round in 0..20u8 {
+        let before = a.stats().datagrams_tx;
+        // On this current-thread runtime the socket's driver cannot run between the write
+        // and the check: the packet left from the writer's task.
+        sa.write_all(&[round; 64]).await.unwrap();
+        assert_eq!(a.stats().datagrams_tx, before + 1, "round {round}");
+        timeout(WAIT, sb.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, [round; 64]);
+        // The echo acknowledges the ping, so the stream is idle again.
+        sb.write_all(&buf).await.unwrap();
+        timeout(WAIT, sa.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // A bulk write starts inline and goes on through the driver: every byte, in order.
+    let total = 4 << 20;
+    let ((), got) = timeout(WAIT, async {
+        tokio::join!(send_all(&mut sa, total), recv_all(&mut sb))
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, total);
+}
+
+#[test]
+fn a_socket_whose_runtime_shut_down_is_closed() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = rt.block_on(sockets());
+    let (mut sa, _sb) = pair(&a, &b);
+    drop(rt);
+    // The driver task was dropped with its runtime: waiters see the socket closed.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(timeout(WAIT, a.recv_datagram()).await.unwrap(), None);
+        let mut buf = [0u8; 8];
+        assert!(timeout(WAIT, sa.read(&mut buf)).await.unwrap().is_err());
+        assert!(matches!(
+            a.create_stream(StreamConfig::default()),
+            Err(Error::SocketClosed)
+        ));
+    });
+}

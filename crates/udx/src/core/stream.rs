@@ -2124,6 +2124,22 @@ impl Stream {
         }
     }
 
+    /// True when the send side is idle: connected and open, nothing in flight, nothing
+    /// unsent, nothing to retransmit, no pacing wait. A write now starts a new flight, so a
+    /// driver may send its packets at once from the writer's context (a lone message then
+    /// goes out without waiting for the driver's next pass).
+    pub fn is_send_idle(&self) -> bool {
+        self.remote.is_some()
+            && !self.finished
+            && self.closed.is_none()
+            && self.inflight == 0
+            && self.unsent() == 0
+            && self.lost_queue.is_empty()
+            && self.pacing_at.is_none()
+            && !self.tlp_pending
+            && !self.destroy_pending
+    }
+
     /// True when `poll_transmit` has something to send right now (used by drivers to decide
     /// whether to poll at all).
     pub fn wants_transmit(&self) -> bool {
