@@ -207,7 +207,7 @@ impl ProgressBar {
             self.drawn = true;
         } else if self
             .last_line
-            .map_or(true, |t| t.elapsed() >= Duration::from_secs(1))
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
             || frac >= 1.0
         {
             let _ = writeln!(err, "{line}");
