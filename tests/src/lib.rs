@@ -48,6 +48,10 @@ pub struct JsPeer {
     lines: Lines<BufReader<ChildStdout>>,
     /// Its stdin, for scripts that take commands ([`JsPeer::spawn_interactive`]).
     stdin: Option<ChildStdin>,
+    /// The process's `TMPDIR`: whatever the script leaves there (it is killed, not asked to
+    /// clean up) goes when the peer is dropped. Declared after `child`, so removed after the
+    /// kill.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl JsPeer {
@@ -64,7 +68,15 @@ impl JsPeer {
 
     fn start(script: &str, args: &[&str], interactive: bool) -> Self {
         require_js();
-        let mut child = Command::new("node")
+        let tmp = tempfile::Builder::new()
+            .prefix("corenet-js-")
+            .tempdir()
+            .ok();
+        let mut cmd = Command::new("node");
+        if let Some(t) = &tmp {
+            cmd.env("TMPDIR", t.path());
+        }
+        let mut child = cmd
             .arg(script)
             .args(args)
             .current_dir(interop_dir())
@@ -84,6 +96,7 @@ impl JsPeer {
             child,
             lines: BufReader::new(stdout).lines(),
             stdin,
+            _tmp: tmp,
         }
     }
 
