@@ -338,11 +338,7 @@ async fn js_app_and_networker_chat_and_replicate_across_a_restart() {
 
     // Both announce, then both look up: the JS app first, and we once its dial is held by
     // our firewall, so each finds and dials the other.
-    let announce_only = Configure {
-        announce: true,
-        lookup: false,
-        flush: true,
-    };
+    let announce_only = Configure::announce_only();
     net.configure(topic, announce_only).await.unwrap();
     app.request(
         json!({"cmd": "join", "topic": topic.to_hex(), "server": true, "client": false}),

@@ -193,19 +193,12 @@ pub(crate) async fn demo(size_mib: usize) -> Result<(), CliError> {
     );
     let copy = bob.corestore().get_by_key(core.key()).map_err(rt("core"))?;
     let start = Instant::now();
-    bob.configure(
-        copy.discovery_key(),
-        Configure {
-            announce: false,
-            lookup: true,
-            flush: false,
-        },
-    )
-    .await
-    .map_err(rt("lookup"))?;
+    bob.configure(copy.discovery_key(), Configure::lookup_only())
+        .await
+        .map_err(rt("lookup"))?;
     let alice_seen = peer_added(&mut events_b).await?;
     println!(
-        "bob found alice and connected over UDX from {} ({:.0} ms: lookup, holepunch-free connect, Noise handshake)",
+        "bob found alice and connected over UDX from {} ({:.0} ms: lookup, UDX connect, Noise handshake)",
         alice_seen.remote_address,
         start.elapsed().as_secs_f64() * 1e3
     );
@@ -280,28 +273,14 @@ pub(crate) async fn bench(
             .get(&format!("bench-{round}"))
             .map_err(rt("core"))?
             .discovery_key();
-        a.configure(
-            dk,
-            Configure {
-                announce: true,
-                lookup: false,
-                flush: true,
-            },
-        )
-        .await
-        .map_err(rt("announce"))?;
+        a.configure(dk, Configure::announce_only())
+            .await
+            .map_err(rt("announce"))?;
         let mut events = b.events();
         let start = Instant::now();
-        b.configure(
-            dk,
-            Configure {
-                announce: false,
-                lookup: true,
-                flush: false,
-            },
-        )
-        .await
-        .map_err(rt("lookup"))?;
+        b.configure(dk, Configure::lookup_only())
+            .await
+            .map_err(rt("lookup"))?;
         peer_added(&mut events).await?;
         f.connect_ms.push(start.elapsed().as_secs_f64() * 1e3);
         a.close().await.map_err(rt("close"))?;
@@ -341,16 +320,9 @@ pub(crate) async fn bench(
         .await
         .map_err(rt("announce"))?;
     let copy = b.corestore().get_by_key(core.key()).map_err(rt("core"))?;
-    b.configure(
-        copy.discovery_key(),
-        Configure {
-            announce: false,
-            lookup: true,
-            flush: false,
-        },
-    )
-    .await
-    .map_err(rt("lookup"))?;
+    b.configure(copy.discovery_key(), Configure::lookup_only())
+        .await
+        .map_err(rt("lookup"))?;
     let a_seen = peer_added(&mut events).await?;
     let elapsed = download_and_verify(&core, &copy).await?;
     f.replicate_mib_s = mib_s(copy.byte_len(), elapsed);
@@ -507,14 +479,7 @@ async fn memory_per_connection(net: &Net, n: usize) -> Result<f64, CliError> {
     let core = server.corestore().get("memory").map_err(rt("core"))?;
     fill(&core, 1024 * 1024, 3)?;
     server
-        .configure(
-            core.discovery_key(),
-            Configure {
-                announce: true,
-                lookup: false,
-                flush: true,
-            },
-        )
+        .configure(core.discovery_key(), Configure::announce_only())
         .await
         .map_err(rt("announce"))?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -574,16 +539,9 @@ pub(crate) async fn bench_clients(
             .build()
             .await
             .map_err(rt("networker"))?;
-        net.configure(
-            copy.discovery_key(),
-            Configure {
-                announce: false,
-                lookup: true,
-                flush: false,
-            },
-        )
-        .await
-        .map_err(rt("lookup"))?;
+        net.configure(copy.discovery_key(), Configure::lookup_only())
+            .await
+            .map_err(rt("lookup"))?;
         nets.push((net, copy));
     }
     for (_, copy) in &nets {

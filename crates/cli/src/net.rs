@@ -126,16 +126,9 @@ pub(crate) async fn get(
         eprintln!("resuming: {} blocks already stored", core.contiguous_len());
     }
     let net = networker(store, host, bootstrap, key_pair).await?;
-    net.configure(
-        core.discovery_key(),
-        Configure {
-            announce: false,
-            lookup: true,
-            flush: false,
-        },
-    )
-    .await
-    .map_err(CliError::runtime)?;
+    net.configure(core.discovery_key(), Configure::lookup_only())
+        .await
+        .map_err(CliError::runtime)?;
     eprintln!("looking for peers of {}", core.discovery_key());
     let mut bar = ProgressBar::new();
     let download = files::download_to_file(&core, out, |p| bar.update(p));

@@ -20,15 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .bootstrap(testnet.bootstrap.clone())
             .build()
             .await?;
-        net.configure(
-            core.discovery_key(),
-            Configure {
-                announce: true,
-                lookup: false,
-                flush: true,
-            },
-        )
-        .await?;
+        net.configure(core.discovery_key(), Configure::announce_only())
+            .await?;
         println!(
             "first run: {} announces {}",
             net.public_key(),

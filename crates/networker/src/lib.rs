@@ -124,6 +124,24 @@ impl Configure {
             flush: false,
         }
     }
+
+    /// Announce only, and wait for it (a seeder that others find).
+    pub fn announce_only() -> Self {
+        Configure {
+            announce: true,
+            lookup: false,
+            flush: true,
+        }
+    }
+
+    /// Look up only, without waiting (a reader that connects to whoever has it).
+    pub fn lookup_only() -> Self {
+        Configure {
+            announce: false,
+            lookup: true,
+            flush: false,
+        }
+    }
 }
 
 /// A connected peer (corestore-networker `peers` entries).

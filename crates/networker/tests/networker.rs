@@ -169,11 +169,7 @@ async fn configure_leave_and_aliases() {
     assert_eq!(net.statuses().len(), 1);
 
     // Changing the options keeps the topic.
-    let lookup_only = Configure {
-        announce: false,
-        lookup: true,
-        flush: false,
-    };
+    let lookup_only = Configure::lookup_only();
     net.configure(dk, lookup_only).await.unwrap();
     assert_eq!(net.status(&dk), Some(lookup_only));
 
@@ -215,26 +211,12 @@ async fn restart_resumes_identity_and_configuration() {
         let (file, recovered) = net.persistence().expect("disk stores are persisted");
         assert!(file.starts_with(dir.path()));
         assert!(recovered.is_none());
-        net.configure(
-            announced,
-            Configure {
-                announce: true,
-                lookup: false,
-                flush: true,
-            },
-        )
-        .await
-        .unwrap();
-        net.configure(
-            looked_up,
-            Configure {
-                announce: false,
-                lookup: true,
-                flush: false,
-            },
-        )
-        .await
-        .unwrap();
+        net.configure(announced, Configure::announce_only())
+            .await
+            .unwrap();
+        net.configure(looked_up, Configure::lookup_only())
+            .await
+            .unwrap();
         net.join(left).await.unwrap();
         net.leave(left).await.unwrap();
         let key = net.public_key();
@@ -291,16 +273,7 @@ async fn a_corrupt_configuration_file_is_moved_aside_not_discarded() {
     assert_eq!(std::fs::read(&aside).unwrap(), garbage);
     // The fresh store works.
     let dk = Corestore::in_memory().get("x").unwrap().discovery_key();
-    net.configure(
-        dk,
-        Configure {
-            announce: false,
-            lookup: true,
-            flush: false,
-        },
-    )
-    .await
-    .unwrap();
+    net.configure(dk, Configure::lookup_only()).await.unwrap();
     net.close().await.unwrap();
     drop(net);
     let net = networker(&testnet, Corestore::open(dir.path()).unwrap()).await;

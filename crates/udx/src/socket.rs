@@ -128,6 +128,25 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// Moves every waiting task's waker into `out` (the stream closed, or the socket did).
+    fn take_all_wakers(&mut self, out: &mut Vec<Waker>) {
+        out.extend(
+            [
+                self.read_waker.take(),
+                self.write_waker.take(),
+                self.message_waker.take(),
+                self.change_waker.take(),
+                self.flush_waker.take(),
+                self.close_waker.take(),
+                self.connect_waker.take(),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+    }
+}
+
+impl Slot {
     /// Queued for the driver.
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty
@@ -778,19 +797,7 @@ impl Drop for Driver {
             st.closed = true;
             st.closing = true;
             for slot in st.streams.values_mut() {
-                wakers.extend(
-                    [
-                        slot.read_waker.take(),
-                        slot.write_waker.take(),
-                        slot.message_waker.take(),
-                        slot.change_waker.take(),
-                        slot.flush_waker.take(),
-                        slot.close_waker.take(),
-                        slot.connect_waker.take(),
-                    ]
-                    .into_iter()
-                    .flatten(),
-                );
+                slot.take_all_wakers(&mut wakers);
             }
             st.streams.clear();
             st.datagrams.clear();
@@ -858,20 +865,7 @@ fn collect_events(slot: &mut Slot, wakers: &mut Vec<Waker>) {
             Event::RemoteChanged => slot.change_waker.take(),
             Event::Flushed => slot.flush_waker.take(),
             Event::Closed => {
-                for w in [
-                    slot.read_waker.take(),
-                    slot.write_waker.take(),
-                    slot.message_waker.take(),
-                    slot.change_waker.take(),
-                    slot.flush_waker.take(),
-                    slot.close_waker.take(),
-                    slot.connect_waker.take(),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    wakers.push(w);
-                }
+                slot.take_all_wakers(wakers);
                 None
             }
         };
