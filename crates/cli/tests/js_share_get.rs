@@ -1,0 +1,94 @@
+//! `corenet share` and `corenet get` against a JS Hyperswarm + Corestore app, as a newcomer
+//! would use them: JS reads a file the CLI shares, and the CLI downloads a core a JS app
+//! wrote. The JS app is tests/interop/networker-peer.js (the interop harness must be
+//! installed: `npm ci --prefix tests/interop`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{net_args, testnet, Proc};
+use corenet_tests::JsPeer;
+use serde_json::json;
+
+const JS_WAIT: Duration = Duration::from_secs(30);
+
+/// ASCII content (JS's test app reads blocks as text), `len` bytes.
+fn text(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| b'a' + ((i as u8).wrapping_mul(7).wrapping_add(salt)) % 26)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn js_reads_what_the_cli_shares_and_the_cli_gets_what_js_wrote() {
+    let (_testnet, boot) = testnet();
+    let dir = tempfile::tempdir().unwrap();
+    let mut js = JsPeer::spawn_interactive("networker-peer.js", &[&boot, &"ab".repeat(32)]);
+    js.expect("ready", JS_WAIT).await;
+
+    // CLI -> JS: a file of three 64 KiB blocks and a short one.
+    let content = text(3 * 64 * 1024 + 1000, 3);
+    let file = dir.path().join("shared.txt");
+    std::fs::write(&file, &content).unwrap();
+    let storage = dir.path().join("cli");
+    let mut args = net_args(&storage, &boot);
+    args.extend(["share", file.to_str().unwrap()]);
+    let sharer = Proc::spawn(&args);
+    let key = sharer.line("key ")["key ".len()..].to_string();
+    let dk = sharer.line("discovery-key ")["discovery-key ".len()..].to_string();
+    sharer.line("announced ");
+
+    js.command(json!({"cmd": "open", "key": key})).await;
+    js.expect("opened", JS_WAIT).await;
+    js.command(json!({"cmd": "join", "topic": dk, "server": false, "client": true}))
+        .await;
+    js.expect("joined", JS_WAIT).await;
+    for (i, chunk) in content.chunks(64 * 1024).enumerate() {
+        js.command(json!({"cmd": "get", "key": key, "index": i, "timeout": 20000}))
+            .await;
+        let block = js.expect("block", JS_WAIT).await;
+        assert_eq!(block["index"], i);
+        assert_eq!(
+            block["text"].as_str().unwrap().as_bytes(),
+            chunk,
+            "block {i} as JS read it"
+        );
+    }
+
+    // JS -> CLI: a core the JS app writes, downloaded into a file by `corenet get`.
+    let blocks: Vec<String> = (0..4)
+        .map(|i| String::from_utf8(text(50_000 + i * 1000, i as u8)).unwrap())
+        .collect();
+    js.command(json!({"cmd": "create", "name": "for-the-cli", "data": blocks}))
+        .await;
+    let created = js.expect("created", JS_WAIT).await;
+    let js_key = created["key"].as_str().unwrap().to_string();
+    let js_dk = created["discoveryKey"].as_str().unwrap().to_string();
+    js.command(json!({"cmd": "join", "topic": js_dk, "server": true, "client": false}))
+        .await;
+    js.expect("joined", JS_WAIT).await;
+
+    let out = dir.path().join("from-js.txt");
+    let storage = dir.path().join("getter");
+    let mut args = net_args(&storage, &boot);
+    args.extend(["get", &js_key, out.to_str().unwrap(), "--timeout", "60"]);
+    let mut getter = Proc::spawn(&args);
+    let expected: Vec<u8> = blocks.concat().into_bytes();
+    let done = tokio::task::spawn_blocking(move || {
+        let line = getter.line("done ");
+        assert!(getter.wait().success());
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        done,
+        format!("done {} 4 fetched {}", expected.len(), expected.len())
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), expected);
+
+    js.command(json!({"cmd": "exit"})).await;
+    js.expect("bye", JS_WAIT).await;
+    drop(sharer);
+}
