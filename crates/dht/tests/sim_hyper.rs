@@ -1,21 +1,17 @@
 //! hyperdht cores on the deterministic simulator: announces and lookups at scale, with and
 //! without churn, and a server reached through its relays. Replay a run with SIM_SEED=<seed>.
 
+mod common;
+
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corenet_codec::PublicKey;
-use corenet_dht::hyper::{HyperConfig, HyperDht, HyperEvent, OpId};
-use corenet_dht::rpc::Config;
-use corenet_dht::sim::{LinkModel, Network};
+use corenet_dht::hyper::{HyperDht, HyperEvent, OpId};
+use corenet_dht::sim::Network;
 use corenet_noise::KeyPair;
 
-fn seed_for(i: usize, run: u64) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    s[8..16].copy_from_slice(&run.to_le_bytes());
-    s
-}
+use common::{build, seed_for};
 
 fn run_seed() -> u64 {
     let run = std::env::var("SIM_SEED")
@@ -24,48 +20,6 @@ fn run_seed() -> u64 {
         .unwrap_or(1);
     println!("simulation seed {run} (replay with SIM_SEED={run})");
     run
-}
-
-fn build(n: usize, run: u64) -> Network<HyperDht> {
-    let start = Instant::now();
-    let mut net = Network::new(start, run, LinkModel::default());
-    let boot = Network::<HyperDht>::address_of(0);
-    net.add(|i, addr| {
-        let rpc = Config::default()
-            .with_public_address(addr)
-            .with_server_port(addr.port())
-            .with_seed(seed_for(i, run));
-        HyperDht::new(
-            HyperConfig {
-                rpc,
-                ..Default::default()
-            },
-            start,
-        )
-    });
-    for k in 1..n {
-        let now = net.now();
-        net.add(|i, addr| {
-            let rpc = Config::default()
-                .with_bootstrap(vec![boot])
-                .with_ephemeral(Some(false))
-                .with_firewalled(false)
-                .with_server_port(addr.port())
-                .with_seed(seed_for(i, run));
-            HyperDht::new(
-                HyperConfig {
-                    rpc,
-                    ..Default::default()
-                },
-                now,
-            )
-        });
-        if k % 20 == 0 {
-            net.run_for(Duration::from_millis(100));
-        }
-    }
-    net.run_for(Duration::from_secs(30));
-    net
 }
 
 /// Drains node `i`'s events, keeping those `keep` wants.
@@ -206,7 +160,7 @@ fn report(name: &str, n: usize, mut o: Outcome) {
 #[test]
 fn announce_lookup_1000_nodes_no_churn() {
     let run = run_seed();
-    let mut net = build(1000, run);
+    let mut net = build(1000, run, 20);
     let o = announce_and_lookup(&mut net, 40, 0.0, run);
     let (found, total) = (o.found, o.total);
     report("no churn", 1000, o);
@@ -216,7 +170,7 @@ fn announce_lookup_1000_nodes_no_churn() {
 #[test]
 fn announce_lookup_1000_nodes_20_percent_killed() {
     let run = run_seed();
-    let mut net = build(1000, run);
+    let mut net = build(1000, run, 20);
     let o = announce_and_lookup(&mut net, 100, 0.2, run);
     let (found, total) = (o.found, o.total);
     report("20% killed", 1000, o);
@@ -229,7 +183,7 @@ fn announce_lookup_1000_nodes_20_percent_killed() {
 #[test]
 fn client_connects_to_a_server_through_its_relays() {
     let run = run_seed();
-    let mut net = build(300, run);
+    let mut net = build(300, run, 20);
     let (srv, cli) = (100, 250);
     let server_kp = KeyPair::from_seed([0x55; 32]);
     let now = net.now();
@@ -316,7 +270,7 @@ fn client_connects_to_a_server_through_its_relays() {
 #[test]
 fn connecting_to_an_unknown_key_fails_in_bounded_time() {
     let run = run_seed();
-    let mut net = build(100, run);
+    let mut net = build(100, run, 20);
     let now = net.now();
     let c = net.node_mut(50).connect(
         now,

@@ -3,19 +3,15 @@
 //! Each announces topics, kills 20% of the nodes, and looks the topics up, reporting the
 //! success rate, median hops, requests per lookup and memory per node.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use corenet_dht::hyper::{HyperConfig, HyperDht, HyperEvent};
-use corenet_dht::rpc::Config;
-use corenet_dht::sim::{LinkModel, Network};
+use corenet_dht::hyper::{HyperDht, HyperEvent};
+use corenet_dht::sim::Network;
 use corenet_noise::KeyPair;
 
-fn seed_for(i: usize, run: u64) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    s[8..16].copy_from_slice(&run.to_le_bytes());
-    s
-}
+use common::{build, seed_for};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -94,44 +90,9 @@ fn lookup_all(
 fn simulate(n: usize, topics: usize, run: u64) -> Report {
     println!("simulation seed {run}, {n} nodes (replay with SIM_SEED={run})");
     let rss0 = rss_bytes();
+    // The network's virtual clock starts at the real time `build` reads, microseconds later.
     let start = Instant::now();
-    let mut net = Network::new(start, run, LinkModel::default());
-    let boot = Network::<HyperDht>::address_of(0);
-    net.add(|i, addr| {
-        let rpc = Config::default()
-            .with_public_address(addr)
-            .with_server_port(addr.port())
-            .with_seed(seed_for(i, run));
-        HyperDht::new(
-            HyperConfig {
-                rpc,
-                ..Default::default()
-            },
-            start,
-        )
-    });
-    for k in 1..n {
-        let now = net.now();
-        net.add(|i, addr| {
-            let rpc = Config::default()
-                .with_bootstrap(vec![boot])
-                .with_ephemeral(Some(false))
-                .with_firewalled(false)
-                .with_server_port(addr.port())
-                .with_seed(seed_for(i, run));
-            HyperDht::new(
-                HyperConfig {
-                    rpc,
-                    ..Default::default()
-                },
-                now,
-            )
-        });
-        if k % 50 == 0 {
-            net.run_for(Duration::from_millis(100));
-        }
-    }
-    net.run_for(Duration::from_secs(30));
+    let mut net = build(n, run, 50);
     let bytes_per_node = rss_bytes().saturating_sub(rss0) / n as u64;
     let persistent = (0..n)
         .filter(|i| net.node(*i).node().is_persistent())

@@ -680,17 +680,7 @@ impl HyperDht {
             }
             return;
         };
-        let Some(sig) = ann.signature else { return };
-        let id = self.node.id().0;
-        let signable = super::crypto::announce_signable(
-            &self.ns.announce,
-            &target,
-            &id,
-            &token,
-            &peer,
-            ann.refresh.as_ref(),
-        );
-        if !corenet_noise::verify(&peer.public_key, &signable, &sig) {
+        if !self.signed_by_peer(&self.ns.announce, &target, &token, &peer, &ann) {
             tracing::debug!(from = %req.from, "announce with a bad signature");
             return;
         }
@@ -715,6 +705,30 @@ impl HyperDht {
         self.node.reply(req, ReplyOptions::ack());
     }
 
+    /// True if `ann` carries a signature by `peer` over the announce (or unannounce, by
+    /// `namespace`) signable for this node, `target` and our `token`.
+    fn signed_by_peer(
+        &self,
+        namespace: &[u8; 32],
+        target: &[u8; 32],
+        token: &[u8; 32],
+        peer: &PeerRecord,
+        ann: &Announce,
+    ) -> bool {
+        let Some(sig) = &ann.signature else {
+            return false;
+        };
+        let signable = super::crypto::announce_signable(
+            namespace,
+            target,
+            &self.node.id().0,
+            token,
+            peer,
+            ann.refresh.as_ref(),
+        );
+        corenet_noise::verify(&peer.public_key, &signable, sig)
+    }
+
     fn on_unannounce(&mut self, req: &IncomingRequest) {
         let (Some(target), Some(v), Some(token)) = (req.target, req.value.as_ref(), req.token)
         else {
@@ -723,19 +737,9 @@ impl HyperDht {
         let Ok((ann, _)) = decode_prefix::<Announce>(v) else {
             return;
         };
-        let (Some(peer), Some(sig)) = (ann.peer, ann.signature) else {
-            return;
-        };
-        let id = self.node.id().0;
-        let signable = super::crypto::announce_signable(
-            &self.ns.unannounce,
-            &target,
-            &id,
-            &token,
-            &peer,
-            ann.refresh.as_ref(),
-        );
-        if !corenet_noise::verify(&peer.public_key, &signable, &sig) {
+        let Some(peer) = &ann.peer else { return };
+        if !self.signed_by_peer(&self.ns.unannounce, &target, &token, peer, &ann) {
+            tracing::debug!(from = %req.from, "unannounce with a bad signature");
             return;
         }
         if server_target(&peer.public_key) == target {

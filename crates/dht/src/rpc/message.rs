@@ -13,7 +13,7 @@
 use std::net::SocketAddrV4;
 
 use bytes::{BufMut, Bytes};
-use corenet_codec::{encode, DecodeError, Decoder};
+use corenet_codec::{encode, to_bytes, DecodeError, Decoder, Encode};
 
 use super::id::NodeId;
 
@@ -133,14 +133,84 @@ pub enum Message {
     Response(Response),
 }
 
-impl Request {
-    /// Encoded size.
-    pub fn encoded_len(&self) -> usize {
-        1 + 1
-            + 2
-            + 6
-            + self.id.map_or(0, |_| 32)
-            + self.token.map_or(0, |_| 32)
+/// Reads the field a flag bit announces, if it is set.
+fn if_flag<T>(
+    flags: u64,
+    bit: u8,
+    read: impl FnOnce() -> Result<T, DecodeError>,
+) -> Result<Option<T>, DecodeError> {
+    if flags & u64::from(bit) != 0 {
+        read().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// What both datagrams start with after their type byte: flags, transaction id, the
+/// receiver's address as the sender sees it, and the optional node id and token.
+struct Header {
+    flags: u64,
+    tid: u16,
+    to: SocketAddrV4,
+    id: Option<NodeId>,
+    token: Option<[u8; 32]>,
+}
+
+impl Header {
+    /// Encoded size, flags byte included, type byte excluded.
+    fn encoded_len(id: &Option<NodeId>, token: &Option<[u8; 32]>) -> usize {
+        1 + 2 + 6 + id.map_or(0, |_| 32) + token.map_or(0, |_| 32)
+    }
+
+    /// Writes the type byte and the header; `flags` holds the type's own bits, the id and
+    /// token bits are added here.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        out: &mut impl BufMut,
+        type_id: u8,
+        mut flags: u8,
+        tid: u16,
+        to: &SocketAddrV4,
+        id: &Option<NodeId>,
+        token: &Option<[u8; 32]>,
+    ) {
+        if id.is_some() {
+            flags |= F_ID;
+        }
+        if token.is_some() {
+            flags |= F_TOKEN;
+        }
+        out.put_u8(type_id);
+        out.put_u8(flags);
+        out.put_u16_le(tid);
+        encode::ipv4_address(out, to);
+        if let Some(id) = id {
+            out.put_slice(&id.0);
+        }
+        if let Some(t) = token {
+            out.put_slice(t);
+        }
+    }
+
+    fn decode(d: &mut Decoder<'_>) -> Result<Header, DecodeError> {
+        let flags = d.uint()?;
+        let tid = d.u16()?;
+        let to = d.ipv4_address()?;
+        let id = if_flag(flags, F_ID, || d.fixed().map(NodeId))?;
+        let token = if_flag(flags, F_TOKEN, || d.fixed())?;
+        Ok(Header {
+            flags,
+            tid,
+            to,
+            id,
+            token,
+        })
+    }
+}
+
+impl Encode for Request {
+    fn encoded_len(&self) -> usize {
+        1 + Header::encoded_len(&self.id, &self.token)
             + encode::uint_len(self.command)
             + self.target.map_or(0, |_| 32)
             + self
@@ -149,15 +219,8 @@ impl Request {
                 .map_or(0, |v| encode::buffer_len(v.len()))
     }
 
-    /// Appends the datagram.
-    pub fn encode(&self, out: &mut impl BufMut) {
+    fn encode<B: BufMut>(&self, out: &mut B) {
         let mut flags = 0u8;
-        if self.id.is_some() {
-            flags |= F_ID;
-        }
-        if self.token.is_some() {
-            flags |= F_TOKEN;
-        }
         if self.internal {
             flags |= F_INTERNAL;
         }
@@ -167,16 +230,15 @@ impl Request {
         if self.value.is_some() {
             flags |= F_VALUE;
         }
-        out.put_u8(REQUEST_ID);
-        out.put_u8(flags);
-        out.put_u16_le(self.tid);
-        encode::ipv4_address(out, &self.to);
-        if let Some(id) = &self.id {
-            out.put_slice(&id.0);
-        }
-        if let Some(t) = &self.token {
-            out.put_slice(t);
-        }
+        Header::encode(
+            out,
+            REQUEST_ID,
+            flags,
+            self.tid,
+            &self.to,
+            &self.id,
+            &self.token,
+        );
         encode::uint(out, self.command);
         if let Some(t) = &self.target {
             out.put_slice(t);
@@ -185,45 +247,25 @@ impl Request {
             encode::buffer(out, v);
         }
     }
+}
 
+impl Request {
     /// The datagram as bytes.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut out);
-        Bytes::from(out)
+        to_bytes(self)
     }
 
     fn decode_body(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let flags = d.uint()?;
-        let tid = d.u16()?;
-        let to = d.ipv4_address()?;
-        let id = if flags & u64::from(F_ID) != 0 {
-            Some(NodeId(d.fixed()?))
-        } else {
-            None
-        };
-        let token = if flags & u64::from(F_TOKEN) != 0 {
-            Some(d.fixed()?)
-        } else {
-            None
-        };
+        let h = Header::decode(d)?;
         let command = d.uint()?;
-        let target = if flags & u64::from(F_TARGET) != 0 {
-            Some(d.fixed()?)
-        } else {
-            None
-        };
-        let value = if flags & u64::from(F_VALUE) != 0 {
-            Some(d.bytes()?)
-        } else {
-            None
-        };
+        let target = if_flag(h.flags, F_TARGET, || d.fixed())?;
+        let value = if_flag(h.flags, F_VALUE, || d.bytes())?;
         Ok(Request {
-            tid,
-            to,
-            id,
-            token,
-            internal: flags & u64::from(F_INTERNAL) != 0,
+            tid: h.tid,
+            to: h.to,
+            id: h.id,
+            token: h.token,
+            internal: h.flags & u64::from(F_INTERNAL) != 0,
             command,
             target,
             value,
@@ -231,14 +273,9 @@ impl Request {
     }
 }
 
-impl Response {
-    /// Encoded size.
-    pub fn encoded_len(&self) -> usize {
-        1 + 1
-            + 2
-            + 6
-            + self.id.map_or(0, |_| 32)
-            + self.token.map_or(0, |_| 32)
+impl Encode for Response {
+    fn encoded_len(&self) -> usize {
+        1 + Header::encoded_len(&self.id, &self.token)
             + if self.closer_nodes.is_empty() {
                 0
             } else {
@@ -255,15 +292,9 @@ impl Response {
                 .map_or(0, |v| encode::buffer_len(v.len()))
     }
 
-    /// Appends the datagram. An empty `closer_nodes` list and error 0 are omitted, as JS does.
-    pub fn encode(&self, out: &mut impl BufMut) {
+    /// An empty `closer_nodes` list and error 0 are omitted, as JS does.
+    fn encode<B: BufMut>(&self, out: &mut B) {
         let mut flags = 0u8;
-        if self.id.is_some() {
-            flags |= F_ID;
-        }
-        if self.token.is_some() {
-            flags |= F_TOKEN;
-        }
         if !self.closer_nodes.is_empty() {
             flags |= F_CLOSER;
         }
@@ -273,16 +304,15 @@ impl Response {
         if self.value.is_some() {
             flags |= F_VALUE;
         }
-        out.put_u8(RESPONSE_ID);
-        out.put_u8(flags);
-        out.put_u16_le(self.tid);
-        encode::ipv4_address(out, &self.to);
-        if let Some(id) = &self.id {
-            out.put_slice(&id.0);
-        }
-        if let Some(t) = &self.token {
-            out.put_slice(t);
-        }
+        Header::encode(
+            out,
+            RESPONSE_ID,
+            flags,
+            self.tid,
+            &self.to,
+            &self.id,
+            &self.token,
+        );
         if !self.closer_nodes.is_empty() {
             encode::uint(out, self.closer_nodes.len() as u64);
             for n in &self.closer_nodes {
@@ -296,29 +326,17 @@ impl Response {
             encode::buffer(out, v);
         }
     }
+}
 
+impl Response {
     /// The datagram as bytes.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut out);
-        Bytes::from(out)
+        to_bytes(self)
     }
 
     fn decode_body(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let flags = d.uint()?;
-        let tid = d.u16()?;
-        let to = d.ipv4_address()?;
-        let id = if flags & u64::from(F_ID) != 0 {
-            Some(NodeId(d.fixed()?))
-        } else {
-            None
-        };
-        let token = if flags & u64::from(F_TOKEN) != 0 {
-            Some(d.fixed()?)
-        } else {
-            None
-        };
-        let closer_nodes = if flags & u64::from(F_CLOSER) != 0 {
+        let h = Header::decode(d)?;
+        let closer_nodes = if_flag(h.flags, F_CLOSER, || {
             let n = d.array_len(6)?;
             if n > MAX_CLOSER_NODES {
                 return Err(DecodeError::TooLarge {
@@ -327,29 +345,16 @@ impl Response {
                     max: MAX_CLOSER_NODES as u64,
                 });
             }
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                v.push(d.ipv4_address()?);
-            }
-            v
-        } else {
-            Vec::new()
-        };
-        let error = if flags & u64::from(F_ERROR) != 0 {
-            d.uint()?
-        } else {
-            0
-        };
-        let value = if flags & u64::from(F_VALUE) != 0 {
-            Some(d.bytes()?)
-        } else {
-            None
-        };
+            (0..n).map(|_| d.ipv4_address()).collect()
+        })?
+        .unwrap_or_default();
+        let error = if_flag(h.flags, F_ERROR, || d.uint())?.unwrap_or(0);
+        let value = if_flag(h.flags, F_VALUE, || d.bytes())?;
         Ok(Response {
-            tid,
-            to,
-            id,
-            token,
+            tid: h.tid,
+            to: h.to,
+            id: h.id,
+            token: h.token,
             closer_nodes,
             error,
             value,
