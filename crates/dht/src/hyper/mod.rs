@@ -3,6 +3,7 @@
 pub mod crypto;
 pub mod dht;
 pub mod messages;
+pub mod payload;
 pub mod store;
 
 pub use dht::{
