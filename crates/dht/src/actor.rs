@@ -206,6 +206,7 @@ pub struct DhtActor {
     servers: HashMap<ServerId, ServerState>,
     accepting: HashMap<HandshakeId, UdxStream>,
     connects: HashMap<ConnectId, (UdxStream, oneshot::Sender<Result<Connection, Error>>)>,
+    handshaked: HashMap<ConnectId, (corenet_noise::HandshakeResult, u32)>,
 }
 
 /// A listening server's plumbing in the actor.
@@ -276,6 +277,7 @@ impl DhtActor {
             servers: HashMap::new(),
             accepting: HashMap::new(),
             connects: HashMap::new(),
+            handshaked: HashMap::new(),
         })
     }
 
@@ -287,20 +289,21 @@ impl DhtActor {
         })
     }
 
-    fn socket(&self, kind: SocketKind) -> &UdxSocket {
+    fn socket(&self, kind: SocketKind) -> Option<&UdxSocket> {
         match kind {
-            SocketKind::Server => &self.server,
-            SocketKind::Client => &self.client,
+            SocketKind::Server => Some(&self.server),
+            SocketKind::Client => Some(&self.client),
+            SocketKind::Pool(_) => None,
         }
     }
 
     /// Sends what the core queued, dispatches its events and re-arms the timer.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         while let Some(t) = self.core.poll_transmit() {
-            if let Err(e) = self
-                .socket(t.socket)
-                .try_send_to(&t.bytes, SocketAddr::V4(t.to))
-            {
+            let Some(socket) = self.socket(t.socket) else {
+                continue;
+            };
+            if let Err(e) = socket.try_send_to(&t.bytes, SocketAddr::V4(t.to)) {
                 tracing::debug!(to = %t.to, error = %e, "datagram not sent");
             }
         }
@@ -425,7 +428,9 @@ impl DhtActor {
                 result,
                 remote_udx_id,
                 connect,
+                ..
             } => {
+                let connect = connect.map(|(_, a)| a);
                 let Some(stream) = self.accepting.remove(&handshake) else {
                     return;
                 };
@@ -487,14 +492,21 @@ impl DhtActor {
                     }),
                 );
             }
-            HyperEvent::Connected {
+            HyperEvent::Handshaked {
                 connect,
                 result,
                 remote_udx_id,
-                address,
                 ..
             } => {
+                self.handshaked.insert(connect, (result, remote_udx_id));
+            }
+            HyperEvent::ConnectPath {
+                connect, address, ..
+            } => {
                 let Some((stream, tx)) = self.connects.remove(&connect) else {
+                    return;
+                };
+                let Some((result, remote_udx_id)) = self.handshaked.remove(&connect) else {
                     return;
                 };
                 if let Err(e) = stream.connect(remote_udx_id, SocketAddr::V4(address)) {
@@ -514,6 +526,7 @@ impl DhtActor {
                 });
             }
             HyperEvent::ConnectFailed { connect, error } => {
+                self.handshaked.remove(&connect);
                 if let Some((stream, tx)) = self.connects.remove(&connect) {
                     stream.destroy();
                     let _ = tx.send(Err(error.into()));
@@ -524,7 +537,11 @@ impl DhtActor {
     }
 
     fn accept(&mut self, handshake: HandshakeId, socket: SocketKind, ctx: &mut Context<Self>) {
-        match self.socket(socket).create_stream(StreamConfig::default()) {
+        let Some(sock) = self.socket(socket) else {
+            self.core.reject(Instant::now(), handshake);
+            return self.flush(ctx);
+        };
+        match sock.create_stream(StreamConfig::default()) {
             Ok(stream) => {
                 let id = stream.id();
                 self.accepting.insert(handshake, stream);
@@ -894,14 +911,18 @@ impl Handler<Connect> for DhtActor {
     fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let socket = self.core.node().request_socket();
-        match self.socket(socket).create_stream(StreamConfig::default()) {
+        let sock = self.socket(socket).unwrap_or(&self.server);
+        match sock.create_stream(StreamConfig::default()) {
             Ok(stream) => {
                 let id = self.core.connect(
                     Instant::now(),
                     &msg.key_pair,
                     msg.remote_public_key,
                     stream.id(),
-                    msg.relay_addresses,
+                    crate::hyper::ConnectOptions {
+                        relay_addresses: msg.relay_addresses,
+                        ..Default::default()
+                    },
                 );
                 self.connects.insert(id, (stream, tx));
                 self.flush(ctx);

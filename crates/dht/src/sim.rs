@@ -3,9 +3,19 @@
 //! Nodes are addressed by IPv4 socket addresses; every datagram goes through one seeded
 //! event queue with a latency range and a loss rate, and time is virtual. The same seed gives
 //! the same run, so a failing simulation is replayed from the seed it prints.
+//!
+//! Nodes may sit behind simulated NATs ([`Network::add_nat`], [`Network::add_host`]), modelled
+//! on Linux `masquerade` with a stateful firewall (what the NAT lab uses):
+//! - mapping: [`NatKind::Consistent`] keeps one public port per internal socket (port
+//!   preserving when free); [`NatKind::Random`] picks a new random port per destination;
+//! - filtering: an inbound datagram passes only if the internal socket sent to exactly that
+//!   remote address before (connection tracking), never unsolicited, and never hairpinned;
+//! - a datagram with a low TTL (under [`LOW_TTL_HOPS`]) opens the mapping but dies before it
+//!   reaches anything beyond the NAT.
+//! Nodes behind the same NAT reach each other's LAN addresses directly.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -93,12 +103,66 @@ impl Default for LinkModel {
     }
 }
 
+/// TTL a datagram needs to get past its own NAT and across the simulated internet.
+pub const LOW_TTL_HOPS: u8 = 10;
+
+/// How a simulated NAT maps internal sockets to public ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// One public port per internal socket, whatever the destination (port preserving when
+    /// the port is free): hyperdht's CONSISTENT.
+    Consistent,
+    /// A new random public port per destination: hyperdht's RANDOM.
+    Random,
+}
+
+/// A simulated NAT.
+#[derive(Debug)]
+struct SimNat {
+    ip: Ipv4Addr,
+    kind: NatKind,
+    /// (internal socket, destination for random NATs) to public port.
+    map: HashMap<(SocketAddrV4, Option<SocketAddrV4>), u16>,
+    /// Public port to internal socket.
+    rev: HashMap<u16, SocketAddrV4>,
+    /// Conntrack: (public port, remote) pairs that may send in.
+    allowed: HashSet<(u16, SocketAddrV4)>,
+}
+
+impl SimNat {
+    fn map_out(&mut self, rng: &mut ChaChaRng, src: SocketAddrV4, dst: SocketAddrV4) -> u16 {
+        let key = match self.kind {
+            NatKind::Consistent => (src, None),
+            NatKind::Random => (src, Some(dst)),
+        };
+        let port = match self.map.get(&key) {
+            Some(p) => *p,
+            None => {
+                let mut p = match self.kind {
+                    NatKind::Consistent => src.port(),
+                    NatKind::Random => rng.gen_range(1024..=65535),
+                };
+                while self.rev.contains_key(&p) {
+                    p = rng.gen_range(1024..=65535);
+                }
+                self.map.insert(key, p);
+                self.rev.insert(p, src);
+                p
+            }
+        };
+        self.allowed.insert((port, dst));
+        port
+    }
+}
+
 /// A node slot in the simulation.
 #[derive(Debug)]
 struct Slot<N> {
     node: N,
     /// Address of its server socket; the client socket is the next port.
     server: SocketAddrV4,
+    /// The NAT it is behind.
+    nat: Option<usize>,
     /// Killed nodes drop everything.
     alive: bool,
     /// The timer currently scheduled in the queue.
@@ -131,6 +195,7 @@ pub struct Network<N> {
     now: Instant,
     rng: ChaChaRng,
     link: LinkModel,
+    nats: Vec<SimNat>,
     /// Datagrams handed to the network.
     pub datagrams: u64,
     /// Datagrams lost by the link model or sent to dead or unknown addresses.
@@ -149,6 +214,7 @@ impl<N: SimCore> Network<N> {
             now: start,
             rng: ChaChaRng::seed_from_u64(seed),
             link,
+            nats: Vec::new(),
             datagrams: 0,
             lost: 0,
         }
@@ -170,13 +236,38 @@ impl<N: SimCore> Network<N> {
 
     /// Adds a node built by `make(index, server_address)`; returns its index.
     pub fn add(&mut self, make: impl FnOnce(usize, SocketAddrV4) -> N) -> usize {
+        let server = Self::address_of(self.slots.len());
+        self.add_host(*server.ip(), None, make)
+    }
+
+    /// Adds a NAT with public address `ip`; returns its id for [`Network::add_host`].
+    pub fn add_nat(&mut self, ip: Ipv4Addr, kind: NatKind) -> usize {
+        self.nats.push(SimNat {
+            ip,
+            kind,
+            map: HashMap::new(),
+            rev: HashMap::new(),
+            allowed: HashSet::new(),
+        });
+        self.nats.len() - 1
+    }
+
+    /// Adds a node at host `ip` (its server socket on port 49737), behind NAT `nat` (then
+    /// `ip` is its LAN address) or on the public network; returns its index.
+    pub fn add_host(
+        &mut self,
+        ip: Ipv4Addr,
+        nat: Option<usize>,
+        make: impl FnOnce(usize, SocketAddrV4) -> N,
+    ) -> usize {
         let i = self.slots.len();
-        let server = Self::address_of(i);
-        let client = SocketAddrV4::new(*server.ip(), server.port() + 1);
+        let server = SocketAddrV4::new(ip, 49737);
+        let client = SocketAddrV4::new(ip, 49738);
         let node = make(i, server);
         self.slots.push(Slot {
             node,
             server,
+            nat,
             alive: true,
             scheduled: None,
         });
@@ -227,6 +318,63 @@ impl<N: SimCore> Network<N> {
         self.queue.push(Reverse((at, self.seq)));
     }
 
+    /// The internal address of node `i`'s socket `kind` (pool sockets get the ports after
+    /// the client socket's).
+    pub fn socket_addr(&self, i: usize, kind: SocketKind) -> SocketAddrV4 {
+        let server = self.slots[i].server;
+        let port = match kind {
+            SocketKind::Server => server.port(),
+            SocketKind::Client => server.port() + 1,
+            SocketKind::Pool(p) => server.port().wrapping_add(2).wrapping_add(p as u16),
+        };
+        SocketAddrV4::new(*server.ip(), port)
+    }
+
+    /// Where a datagram from node `i`'s socket `kind` to `to` lands, and the source address
+    /// the receiver sees; updates NAT state as sending it would. `None`: it is dropped (no
+    /// such address, filtered by a NAT, or a low TTL).
+    pub fn route(
+        &mut self,
+        i: usize,
+        kind: SocketKind,
+        to: SocketAddrV4,
+        ttl: Option<u8>,
+    ) -> Option<(usize, SocketKind, SocketAddrV4)> {
+        let src = self.socket_addr(i, kind);
+        self.by_addr.entry(src).or_insert((i, kind));
+        let mut from = src;
+        if let Some(n) = self.slots[i].nat {
+            // Same LAN: straight there.
+            if let Some(&(to_node, to_kind)) = self.by_addr.get(&to) {
+                if self.slots[to_node].nat == Some(n) {
+                    return Some((to_node, to_kind, src));
+                }
+            }
+            let port = self.nats[n].map_out(&mut self.rng, src, to);
+            from = SocketAddrV4::new(self.nats[n].ip, port);
+        }
+        if ttl.is_some_and(|t| t < LOW_TTL_HOPS) {
+            return None;
+        }
+        if let Some(m) = self.nats.iter().position(|n| n.ip == *to.ip()) {
+            if self.slots[i].nat == Some(m) {
+                return None; // no hairpinning
+            }
+            let nat = &self.nats[m];
+            if !nat.allowed.contains(&(to.port(), from)) {
+                return None;
+            }
+            let internal = *nat.rev.get(&to.port())?;
+            let &(to_node, to_kind) = self.by_addr.get(&internal)?;
+            return Some((to_node, to_kind, from));
+        }
+        let &(to_node, to_kind) = self.by_addr.get(&to)?;
+        if self.slots[to_node].nat.is_some() {
+            return None; // a LAN address from outside the LAN
+        }
+        Some((to_node, to_kind, from))
+    }
+
     /// Moves node `i`'s outgoing datagrams into the network and schedules its timer.
     pub fn flush(&mut self, i: usize) {
         if !self.slots[i].alive {
@@ -234,12 +382,7 @@ impl<N: SimCore> Network<N> {
         }
         while let Some(t) = self.slots[i].node.poll_transmit() {
             self.datagrams += 1;
-            let from_port = match t.socket {
-                SocketKind::Server => self.slots[i].server.port(),
-                SocketKind::Client => self.slots[i].server.port() + 1,
-            };
-            let from = SocketAddrV4::new(*self.slots[i].server.ip(), from_port);
-            let Some(&(to, socket)) = self.by_addr.get(&t.to) else {
+            let Some((to, socket, from)) = self.route(i, t.socket, t.to, t.ttl) else {
                 self.lost += 1;
                 continue;
             };

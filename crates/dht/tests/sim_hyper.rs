@@ -206,14 +206,19 @@ fn client_connects_to_a_server_through_its_relays() {
 
     let client_kp = KeyPair::from_seed([0x66; 32]);
     let now = net.now();
-    let c = net
-        .node_mut(cli)
-        .connect(now, &client_kp, server_kp.public_key(), 1234, Vec::new());
+    let c = net.node_mut(cli).connect(
+        now,
+        &client_kp,
+        server_kp.public_key(),
+        1234,
+        Default::default(),
+    );
     net.flush(cli);
     // The server accepts every handshake (its firewall says yes).
     let deadline = net.now() + Duration::from_secs(30);
     let mut server_conn = None;
     let mut client_conn = None;
+    let mut handshaked = None;
     while (server_conn.is_none() || client_conn.is_none()) && net.step(deadline) {
         while let Some(e) = net.node_mut(srv).poll_event() {
             match e {
@@ -238,13 +243,18 @@ fn client_connects_to_a_server_through_its_relays() {
         }
         while let Some(e) = net.node_mut(cli).poll_event() {
             match e {
-                HyperEvent::Connected {
+                HyperEvent::Handshaked {
                     connect,
                     result,
                     remote_udx_id,
-                    address,
                     ..
-                } if connect == c => client_conn = Some((result, remote_udx_id, address)),
+                } if connect == c => handshaked = Some((result, remote_udx_id)),
+                HyperEvent::ConnectPath {
+                    connect, address, ..
+                } if connect == c => {
+                    let (result, udx) = handshaked.take().expect("handshake before the path");
+                    client_conn = Some((result, udx, address));
+                }
                 HyperEvent::ConnectFailed { connect, error } if connect == c => {
                     panic!("connect failed: {error}")
                 }
@@ -264,7 +274,7 @@ fn client_connects_to_a_server_through_its_relays() {
         "the client connects to the OPEN server directly"
     );
     // The server is OPEN and the client is OPEN too: the server connects actively.
-    assert_eq!(s_connect, Some(net.server_addr(cli)));
+    assert_eq!(s_connect.map(|(_, a)| a), Some(net.server_addr(cli)));
 }
 
 #[test]
@@ -277,7 +287,7 @@ fn connecting_to_an_unknown_key_fails_in_bounded_time() {
         &KeyPair::from_seed([1; 32]),
         KeyPair::from_seed([2; 32]).public_key(),
         1,
-        Vec::new(),
+        Default::default(),
     );
     net.flush(50);
     let start = net.now();

@@ -2,11 +2,14 @@
 
 pub mod crypto;
 pub mod dht;
+pub mod holepunch;
 pub mod messages;
+pub mod nat;
 pub mod payload;
 pub mod store;
 
 pub use dht::{
-    command, ConnectError, ConnectId, HandshakeId, HyperConfig, HyperDht, HyperEvent, OpError,
-    OpId, OpResult, ServerId,
+    command, ConnectError, ConnectId, ConnectOptions, HandshakeId, HyperConfig, HyperDht,
+    HyperEvent, ListenOptions, OpError, OpId, OpResult, PathKind, PunchStats, RelayPairing,
+    ServerId,
 };

@@ -63,13 +63,20 @@ pub const DOWN_HINTS_PER_TICK: u32 = 50;
 /// drains after every input never gets near it).
 pub const MAX_QUEUE: usize = 65_536;
 
-/// Which of the node's two UDP sockets a datagram uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which of the node's UDP sockets a datagram uses.
+///
+/// Besides its two sockets a node may have short-lived *pool* sockets (hyperdht opens a
+/// fresh one per holepunch, and up to 256 for a birthday punch). Requests sent from a pool
+/// socket are answered on it, and what arrives on it is handled like anything else; it is
+/// never the node's identity and never sampled for the node's own NAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SocketKind {
     /// The socket at the node's advertised address (and of its UDX streams).
     Server,
     /// The socket firewalled nodes send requests from.
     Client,
+    /// A pool socket, by the id its owner gave it.
+    Pool(u32),
 }
 
 /// A datagram to send.
@@ -81,6 +88,10 @@ pub struct Transmit {
     pub to: SocketAddrV4,
     /// The datagram.
     pub bytes: Bytes,
+    /// IP time-to-live for this datagram; `None` keeps the socket's default (64). hyperdht
+    /// sends its first probes with a TTL of 5: far enough to open the local NAT's mapping,
+    /// too short to reach (and trip) the remote's.
+    pub ttl: Option<u8>,
 }
 
 /// Identifies a request made with [`Node::request`].

@@ -304,6 +304,11 @@ impl Node {
         Some(a)
     }
 
+    /// The server socket's local port (0 when unknown).
+    pub fn server_port(&self) -> u16 {
+        self.config.server_port
+    }
+
     /// The current tick number.
     pub fn tick(&self) -> u32 {
         self.tick
@@ -467,6 +472,7 @@ impl Node {
             socket,
             to: dest,
             bytes: res.to_bytes(),
+            ttl: None,
         });
     }
 
@@ -494,12 +500,29 @@ impl Node {
             socket,
             to,
             bytes: r.to_bytes(),
+            ttl: None,
         });
     }
 
     /// Sends a raw datagram from one of our sockets (hyperdht's holepunch probes).
     pub fn send_raw(&mut self, socket: SocketKind, to: SocketAddrV4, bytes: Bytes) {
-        self.push_transmit(Transmit { socket, to, bytes });
+        self.send_raw_ttl(socket, to, bytes, None);
+    }
+
+    /// [`Node::send_raw`] with an IP time-to-live for the datagram (`None`: the default).
+    pub fn send_raw_ttl(
+        &mut self,
+        socket: SocketKind,
+        to: SocketAddrV4,
+        bytes: Bytes,
+        ttl: Option<u8>,
+    ) {
+        self.push_transmit(Transmit {
+            socket,
+            to,
+            bytes,
+            ttl,
+        });
     }
 
     /// Adds a node we know is reachable (no NAT sample is taken).
@@ -625,6 +648,7 @@ impl Node {
             socket: r.socket,
             to: r.to,
             bytes: r.bytes.clone(),
+            ttl: None,
         };
         let deadline = now + r.timeout;
         let gen = r.gen;
@@ -769,6 +793,7 @@ impl Node {
                     socket,
                     to: from,
                     bytes: res.to_bytes(),
+                    ttl: None,
                 });
                 return;
             }
@@ -871,6 +896,7 @@ impl Node {
                         socket: req.socket,
                         to: req.from,
                         bytes: res.to_bytes(),
+                        ttl: None,
                     },
                 );
                 self.delayed.push(Reverse((now + delay, key)));
@@ -1363,7 +1389,17 @@ impl Node {
             && sampled.map(|s| *s.ip()) == nat_now.map(|n| *n.ip())
             && sampled.is_some_and(|s| s.port() != 0 && s.port() == self.config.server_port);
         let ok = match (reachable, sampled) {
-            (true, Some(addr)) => self.become_reachable(now, addr, c.only_firewall),
+            (true, Some(addr)) => {
+                // From now on our address is the one the server socket was seen at (JS
+                // replaces its NAT sampler with the check's).
+                self.nat = c.sampler;
+                let voted = self.nat.address();
+                if voted != self.last_nat {
+                    self.last_nat = voted;
+                    self.push_event(Event::NatUpdated(voted));
+                }
+                self.become_reachable(now, addr, c.only_firewall)
+            }
             _ => false,
         };
         if matches!(self.boot, Boot::Checking { .. }) {

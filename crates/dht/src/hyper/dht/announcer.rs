@@ -10,6 +10,17 @@ impl HyperDht {
     /// closest nodes, which then forward handshakes to it. Incoming handshakes arrive as
     /// [`HyperEvent::IncomingHandshake`].
     pub fn listen(&mut self, now: Instant, key_pair: &KeyPair) -> ServerId {
+        self.listen_with(now, key_pair, ListenOptions::default())
+    }
+
+    /// [`HyperDht::listen`] with options (relay offer, LAN sharing, holepunching).
+    pub fn listen_with(
+        &mut self,
+        now: Instant,
+        key_pair: &KeyPair,
+        opts: ListenOptions,
+    ) -> ServerId {
+        self.now = self.now.max(now);
         let id = ServerId(self.next_id());
         let target = server_target(&key_pair.public_key());
         let record = to_bytes(&PeerRecord {
@@ -20,6 +31,7 @@ impl HyperDht {
             id,
             Server {
                 key_pair: key_pair.clone(),
+                opts,
                 target,
                 record,
                 relays: Vec::new(),

@@ -13,6 +13,11 @@
 
 mod announcer;
 mod connect;
+pub use connect::{
+    is_private, is_reserved, MAX_TRY_LATER, PASSIVE_CONNECT_TIMEOUT, PUNCH_TIMEOUT,
+    UNKNOWN_REMOTE_WAIT,
+};
+pub use server::{MAX_SERVER_PUNCHES, PREPUNCH_TIMEOUT};
 mod ops;
 mod router;
 mod server;
@@ -29,6 +34,7 @@ use corenet_codec::{decode_prefix, to_bytes, PublicKey};
 use corenet_noise::{Handshake, HandshakeOptions, HandshakeResult, KeyPair, Pattern};
 
 use super::crypto::{mutable_signable, server_target, sign_announce, Namespaces};
+use super::holepunch::{Puncher, RandomPunches, SocketOp, SocketPool};
 use super::messages::{
     error as payload_error, firewall, mode, Announce, HandshakeMessage, LookupReply, MutableGet,
     MutablePut, NoisePayload, PeerRecord, RelayInfo, UdxInfo, MAX_RELAY_ADDRESSES,
@@ -36,9 +42,11 @@ use super::messages::{
 use super::store::{PutResult, Store, StoreLimits};
 use crate::rpc::message::errors as rpc_errors;
 use crate::rpc::{
-    self, Event as RpcEvent, IncomingRequest, Node, NodeId, QueryId, QuerySpec, Reply,
-    ReplyOptions, RequestError, RequestId, RequestSpec, SocketKind, Transmit,
+    self, Event as RpcEvent, IncomingRequest, Node, QueryId, QuerySpec, Reply, ReplyOptions,
+    RequestError, RequestId, RequestSpec, SocketKind, Transmit,
 };
+use rand::SeedableRng;
+use rand_chacha::ChaChaRng;
 
 /// hyperdht command numbers (dht-rpc user commands).
 pub mod command {
@@ -111,33 +119,225 @@ pub enum OpError {
     Cancelled,
 }
 
-/// Why a connect failed.
+/// Why a connect failed. Each variant is one of hyperdht's errors; [`ConnectError::code`]
+/// gives the JS error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// No node had the server's record.
+    /// No node had the server's record (PEER_NOT_FOUND).
     #[error("peer not found")]
     PeerNotFound,
-    /// Records were found but no handshake succeeded.
+    /// Records were found but no handshake succeeded (PEER_CONNECTION_FAILED).
     #[error("could not connect to the peer (no handshake succeeded)")]
     ConnectionFailed,
-    /// The server's payload has an unsupported version.
+    /// The server's payload has an unsupported version (SERVER_INCOMPATIBLE).
     #[error("server is incompatible (payload version {0})")]
     ServerIncompatible(u64),
-    /// The server answered with an error.
+    /// The server answered with an error (SERVER_ERROR).
     #[error("server error {0}")]
     ServerError(u64),
-    /// Neither side is directly reachable and holepunching is not available.
-    #[error(
-        "cannot connect: neither side is directly reachable and holepunching is not supported yet"
-    )]
+    /// The server cannot be punched to and is not reachable directly (CANNOT_HOLEPUNCH).
+    #[error("cannot holepunch: the server is not reachable and sent no holepunch relays")]
     CannotHolepunch,
+    /// The holepunch was given up (HOLEPUNCH_ABORTED): no probe got through in time, a
+    /// random punch had to wait with no relay to fall back on, or nobody connected to us.
+    #[error("holepunch aborted")]
+    HolepunchAborted,
+    /// The probe round did not tell either side's NAT type (HOLEPUNCH_PROBE_TIMEOUT).
+    #[error("holepunch probe timed out: a NAT type stayed unknown")]
+    HolepunchProbeTimeout,
+    /// Both sides are behind port-randomizing NATs (HOLEPUNCH_DOUBLE_RANDOMIZED_NATS): only
+    /// a relay can connect them.
+    #[error("holepunch impossible: both sides are behind randomizing NATs")]
+    DoubleRandomizedNats,
+    /// A holepunch reply did not open with the connection's secret (HOLEPUNCH_INVALID).
+    #[error("invalid holepunch payload")]
+    HolepunchInvalid,
+    /// A holepunch request got no answer (REQUEST_TIMEOUT from the relay path).
+    #[error("holepunch request timed out")]
+    HolepunchRequestTimeout,
+    /// The server aborted the holepunch with this error code (REMOTE_ABORTED).
+    #[error("remote aborted the holepunch (error {0})")]
+    RemoteAborted(u64),
+    /// The server has no address we could punch to (REMOTE_NOT_HOLEPUNCHABLE).
+    #[error("remote is not holepunchable")]
+    RemoteNotHolepunchable,
+    /// The server did not start punching (REMOTE_NOT_HOLEPUNCHING).
+    #[error("remote is not holepunching")]
+    RemoteNotHolepunching,
+    /// The blind relay did not pair us in time (RELAY_ABORTED).
+    #[error("relay aborted")]
+    RelayAborted,
     /// The connect took too long.
     #[error("connect timed out")]
     Timeout,
-    /// The Noise handshake failed.
+    /// The Noise handshake failed (HANDSHAKE_INVALID).
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// Cancelled locally, or the node is going away.
+    #[error("connect cancelled")]
+    Cancelled,
+}
+
+impl ConnectError {
+    /// The error code hyperdht uses for the same failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectError::PeerNotFound => "PEER_NOT_FOUND",
+            ConnectError::ConnectionFailed => "PEER_CONNECTION_FAILED",
+            ConnectError::ServerIncompatible(_) => "SERVER_INCOMPATIBLE",
+            ConnectError::ServerError(_) => "SERVER_ERROR",
+            ConnectError::CannotHolepunch => "CANNOT_HOLEPUNCH",
+            ConnectError::HolepunchAborted => "HOLEPUNCH_ABORTED",
+            ConnectError::HolepunchProbeTimeout => "HOLEPUNCH_PROBE_TIMEOUT",
+            ConnectError::DoubleRandomizedNats => "HOLEPUNCH_DOUBLE_RANDOMIZED_NATS",
+            ConnectError::HolepunchInvalid => "HOLEPUNCH_INVALID",
+            ConnectError::HolepunchRequestTimeout => "REQUEST_TIMEOUT",
+            ConnectError::RemoteAborted(_) => "REMOTE_ABORTED",
+            ConnectError::RemoteNotHolepunchable => "REMOTE_NOT_HOLEPUNCHABLE",
+            ConnectError::RemoteNotHolepunching => "REMOTE_NOT_HOLEPUNCHING",
+            ConnectError::RelayAborted => "RELAY_ABORTED",
+            ConnectError::Timeout => "CONNECT_TIMEOUT",
+            ConnectError::Handshake(_) => "HANDSHAKE_INVALID",
+            ConnectError::Cancelled => "CONNECT_CANCELLED",
+        }
+    }
+
+    /// True for the failures after which hyperswarm retries through a blind relay
+    /// (`shouldForceRelaying`: HOLEPUNCH_ABORTED, HOLEPUNCH_DOUBLE_RANDOMIZED_NATS,
+    /// CANNOT_HOLEPUNCH, REMOTE_NOT_HOLEPUNCHABLE).
+    pub fn forces_relaying(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::HolepunchAborted
+                | ConnectError::DoubleRandomizedNats
+                | ConnectError::CannotHolepunch
+                | ConnectError::RemoteNotHolepunchable
+        )
+    }
+}
+
+/// How a connection's packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PathKind {
+    /// Straight to an address one side could be reached at (an OPEN side, or the server
+    /// answering the handshake itself).
+    Direct,
+    /// To the other side's LAN address (both behind the same NAT).
+    Lan,
+    /// Through a hole punched in both NATs.
+    Holepunch,
+    /// Through a blind relay.
+    Relay,
+}
+
+impl PathKind {
+    /// The word the CLI prints (`path <direct|lan|holepunch|relay> <ms>`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Lan => "lan",
+            PathKind::Holepunch => "holepunch",
+            PathKind::Relay => "relay",
+        }
+    }
+}
+
+impl std::fmt::Display for PathKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A blind-relay pairing one side must perform (hyperdht `relayConnection`): connect to
+/// `relay`, open its `blind-relay` channel and send `pair { is_initiator, token, our stream
+/// id }`; the relay's answer names the stream to connect ours to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPairing {
+    /// The relay's public key.
+    pub relay: PublicKey,
+    /// The pairing token both sides present.
+    pub token: [u8; 32],
+    /// We offered the relay (we pair as the initiator).
+    pub is_initiator: bool,
+}
+
+/// Options of one connect (hyperdht `connect(publicKey, opts)`). Every field states its
+/// default.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Offer this blind relay (`relayThrough`). Default: none.
+    pub relay_through: Option<PublicKey>,
+    /// Try the LAN shortcut when both sides share a public address (`localConnection`).
+    /// Default: true.
+    pub lan: bool,
+    /// Send a low-TTL probe to the server before the probe round (`fastOpen`). Default: true.
+    pub fast_open: bool,
+    /// Nodes known to forward handshakes to the server (from a lookup record), tried first.
+    /// Default: none.
+    pub relay_addresses: Vec<SocketAddrV4>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            relay_through: None,
+            lan: true,
+            fast_open: true,
+            relay_addresses: Vec::new(),
+        }
+    }
+}
+
+/// Options of a server (hyperdht `createServer(opts)`). Every field states its default.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Offer this blind relay to clients (`relayThrough`). Default: none.
+    pub relay_through: Option<PublicKey>,
+    /// Offer the relay only while this node's NAT randomizes ports (hyperswarm's rule for
+    /// servers). Default: false (offer it always when set).
+    pub relay_only_when_randomized: bool,
+    /// Advertise local interface addresses for the LAN shortcut (`shareLocalAddress`).
+    /// Default: true.
+    pub share_local_address: bool,
+    /// Punch holes for clients (`holepunch !== false`). Default: true.
+    pub holepunch: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            relay_through: None,
+            relay_only_when_randomized: false,
+            share_local_address: true,
+            holepunch: true,
+        }
+    }
+}
+
+/// Holepunch and relay counters of a node (hyperdht `dht.stats.punches`, `relaying`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PunchStats {
+    /// Connections that needed no punch (an OPEN side).
+    pub open: u64,
+    /// Consistent/consistent punches started.
+    pub consistent: u64,
+    /// Random punches (random ports or birthday) started.
+    pub random: u64,
+    /// Punches that had to wait for the random-punch limit.
+    pub try_later: u64,
+    /// Punches that connected.
+    pub succeeded: u64,
+    /// Punches that gave up.
+    pub failed: u64,
+    /// LAN shortcuts taken.
+    pub lan: u64,
+    /// Probes sent.
+    pub probes: u64,
+    /// PEER_HOLEPUNCH messages forwarded for others.
+    pub routed: u64,
 }
 
 /// Summary of a finished operation.
@@ -225,8 +425,10 @@ pub enum HyperEvent {
         /// The socket the UDX stream for this connection must be created on.
         socket: SocketKind,
     },
-    /// A handshake was accepted and answered: connect the UDX stream and start the secret
-    /// stream from `result` (we are the responder).
+    /// A handshake was accepted and answered (we are the responder). The UDX stream made for
+    /// it waits unconnected for the client's first packet, on any socket of the node, unless
+    /// `connect` says where to connect it now; start the secret stream from `result` once it
+    /// is connected. A [`HyperEvent::ServerPathAborted`] may follow if no path opens.
     ServerConnection {
         /// Which server.
         server: ServerId,
@@ -236,26 +438,49 @@ pub enum HyperEvent {
         result: HandshakeResult,
         /// The client's UDX stream id.
         remote_udx_id: u32,
-        /// Connect now to this address; `None` means wait for the client's first packet.
-        connect: Option<SocketAddrV4>,
+        /// Connect now, from this socket to this address (the client is reachable).
+        connect: Option<(SocketKind, SocketAddrV4)>,
+        /// Pair through a blind relay meanwhile.
+        relay: Option<RelayPairing>,
     },
-    /// A connect succeeded at the Noise level: connect the UDX stream and start the secret
-    /// stream from `result` (we are the initiator).
-    Connected {
+    /// No direct or punched path opened for an accepted handshake within the wait: destroy
+    /// its stream unless it is relayed.
+    ServerPathAborted {
+        /// Which server.
+        server: ServerId,
+        /// Which handshake.
+        handshake: HandshakeId,
+    },
+    /// A connect finished its Noise handshake (we are the initiator). The path comes with
+    /// [`HyperEvent::ConnectPath`] (at once when the server is reachable) or, after a failed
+    /// punch, [`HyperEvent::ConnectFailed`]; with `relay`, pair through the blind relay
+    /// meanwhile (a later `ConnectPath` then upgrades the relayed stream).
+    Handshaked {
         /// Which connect.
         connect: ConnectId,
         /// Keys and hash.
         result: HandshakeResult,
         /// The server's UDX stream id.
         remote_udx_id: u32,
-        /// Our socket to use.
+        /// The server's payload (firewall, addresses, relay addresses).
+        payload: NoisePayload,
+        /// Pair through a blind relay.
+        relay: Option<RelayPairing>,
+    },
+    /// A path to the server was found: connect the stream there (or move it there from the
+    /// relay).
+    ConnectPath {
+        /// Which connect.
+        connect: ConnectId,
+        /// Our socket (a pool socket after a punch: it now belongs to the connection).
         socket: SocketKind,
         /// The server's address.
         address: SocketAddrV4,
-        /// The server's payload (firewall, relay addresses).
-        payload: NoisePayload,
+        /// How.
+        kind: PathKind,
     },
-    /// A connect failed.
+    /// A connect failed (after [`HyperEvent::Handshaked`] this means no direct path: a relay
+    /// pairing, if any, may still carry the connection).
     ConnectFailed {
         /// Which connect.
         connect: ConnectId,
@@ -273,8 +498,12 @@ pub struct HyperConfig {
     pub rpc: rpc::Config,
     /// Storage limits.
     pub store: StoreLimits,
-    /// Local interface addresses to advertise in handshakes (paired with the server port).
+    /// The IPv4 interface addresses of this machine (the driver lists them); with
+    /// `bound_host` they give the local addresses advertised for the LAN shortcut. Update
+    /// them with [`HyperDht::set_interfaces`].
     pub local_addresses: Vec<Ipv4Addr>,
+    /// The host the server socket is bound to (`0.0.0.0` for every interface).
+    pub bound_host: Option<Ipv4Addr>,
 }
 
 /// What an operation does with its query's replies.
@@ -343,11 +572,27 @@ enum Purpose {
         connect: ConnectId,
         to: SocketAddrV4,
     },
+    /// A PEER_HOLEPUNCH round of a client connect.
+    Holepunch {
+        connect: ConnectId,
+        stage: connect::HpStage,
+    },
+    /// A NAT-sampling PING from a puncher's socket.
+    NatPing {
+        punch: u64,
+        socket: u32,
+    },
+    /// The LAN shortcut's PING.
+    LanPing {
+        connect: ConnectId,
+        addr: SocketAddrV4,
+    },
 }
 
 #[derive(Debug)]
 struct Server {
     key_pair: KeyPair,
+    opts: ListenOptions,
     target: [u8; 32],
     record: Bytes,
     relays: Vec<RelayInfo>,
@@ -383,7 +628,8 @@ enum SlotState {
         direct: bool,
         waiters: Vec<Waiter>,
     },
-    Done(Bytes),
+    /// Answered: the reply, and the socket it goes out from.
+    Done(Bytes, Option<SocketKind>),
     Rejected,
 }
 
@@ -403,6 +649,20 @@ struct Connect {
     find_op: Option<OpId>,
     found: bool,
     deadline: Instant,
+    opts: ConnectOptions,
+    /// Our token when we offer a relay.
+    relay_token: Option<[u8; 32]>,
+    /// What we told the server about our firewall.
+    firewall: u64,
+    /// Set once the Noise handshake finished.
+    est: Option<Box<connect::Established>>,
+}
+
+/// Who owns a puncher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PunchOwner {
+    Client(ConnectId),
+    Server(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -410,6 +670,12 @@ enum TimerKind {
     AnnouncerPing(ServerId),
     ConnectDeadline(ConnectId),
     SlotExpire,
+    /// A client connect's sleep (unknown remote, try later, passive wait) ends.
+    ConnectWake(ConnectId),
+    /// A puncher's next probe.
+    Puncher(u64),
+    /// A server holepunch slot's wait (10 s) or its clearing.
+    ServerPunch(u64),
 }
 
 /// The hyperdht state machine. See the [module docs](self).
@@ -430,11 +696,30 @@ pub struct HyperDht {
     events: VecDeque<HyperEvent>,
     timers: BinaryHeap<Reverse<(Instant, TimerKind)>>,
     next_id: u64,
+    /// Randomness for nonces, secrets, tokens, handshakes and punch ports, seeded from the
+    /// node's seed.
+    rng: ChaChaRng,
+    bound_host: Option<Ipv4Addr>,
+    pool: SocketPool,
+    random_punches: RandomPunches,
+    punchers: HashMap<u64, Puncher>,
+    punch_owners: HashMap<u64, PunchOwner>,
+    socket_owners: HashMap<u32, u64>,
+    /// Server holepunch slots by the id sent in the Noise payload.
+    server_punches: HashMap<u64, server::ServerPunch>,
+    punch_stats: PunchStats,
+    /// The time of the latest input (for bookkeeping that needs a time outside one).
+    now: Instant,
 }
 
 impl HyperDht {
     /// A node that starts bootstrapping at `now`.
     pub fn new(config: HyperConfig, now: Instant) -> Self {
+        // Its own stream of randomness, derived from (not equal to) the node's seed.
+        let rng = ChaChaRng::from_seed(corenet_codec::hash::blake2b_256_batch(&[
+            b"corenet hyperdht rng",
+            &config.rpc.seed,
+        ]));
         HyperDht {
             node: Node::new(config.rpc, now),
             ns: Namespaces::new(),
@@ -451,6 +736,16 @@ impl HyperDht {
             events: VecDeque::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
+            rng,
+            bound_host: config.bound_host,
+            pool: SocketPool::default(),
+            random_punches: RandomPunches::default(),
+            punchers: HashMap::new(),
+            punch_owners: HashMap::new(),
+            socket_owners: HashMap::new(),
+            server_punches: HashMap::new(),
+            punch_stats: PunchStats::default(),
+            now,
         }
     }
 
@@ -469,6 +764,61 @@ impl HyperDht {
         &self.store
     }
 
+    /// Holepunch and relay counters.
+    pub fn punch_stats(&self) -> PunchStats {
+        let mut s = self.punch_stats;
+        s.probes += self
+            .punchers
+            .values()
+            .map(Puncher::probes_sent)
+            .sum::<u64>();
+        s
+    }
+
+    /// Pool sockets open (punches in progress hold them).
+    pub fn pool_sockets(&self) -> usize {
+        self.pool.open()
+    }
+
+    /// Punchers alive.
+    pub fn punchers(&self) -> usize {
+        self.punchers.len()
+    }
+
+    /// Server holepunch slots alive (each is bounded in time).
+    pub fn server_punch_slots(&self) -> usize {
+        self.server_punches.len()
+    }
+
+    /// Connects in progress.
+    pub fn connects_in_progress(&self) -> usize {
+        self.connects.len()
+    }
+
+    /// The next pool socket to open or close. Drain it after every input, before
+    /// [`HyperDht::poll_transmit`]: transmits may use a socket opened here.
+    pub fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        let op = self.pool.poll_op()?;
+        if let SocketOp::Close(id) = op {
+            self.socket_owners.remove(&id);
+        }
+        Some(op)
+    }
+
+    /// The driver could not open pool socket `id` (out of file descriptors, say): the
+    /// puncher that wanted it gives up, and the node carries on.
+    pub fn socket_failed(&mut self, now: Instant, id: u32) {
+        if let Some(pid) = self.socket_owners.get(&id).copied() {
+            self.destroy_puncher(now, pid);
+        }
+        self.process(now);
+    }
+
+    /// Sets this machine's IPv4 interface addresses (advertised for the LAN shortcut).
+    pub fn set_interfaces(&mut self, addresses: Vec<Ipv4Addr>) {
+        self.local_addresses = addresses;
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -485,12 +835,27 @@ impl HyperDht {
         from: SocketAddrV4,
         bytes: &[u8],
     ) {
+        self.now = self.now.max(now);
+        if bytes.len() == 1 {
+            // A holepunch probe: only pool sockets expect them (JS drops 1-byte datagrams
+            // on the DHT's own sockets).
+            if let SocketKind::Pool(id) = socket {
+                if let Some(pid) = self.socket_owners.get(&id).copied() {
+                    if let Some(p) = self.punchers.get_mut(&pid) {
+                        p.on_probe(now, id, from, &mut self.pool, &mut self.random_punches);
+                    }
+                    self.service_puncher(now, pid);
+                }
+            }
+            return;
+        }
         self.node.handle_datagram(now, socket, from, bytes);
         self.process(now);
     }
 
     /// Handles due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         self.node.handle_timeout(now);
         while let Some(Reverse((at, kind))) = self.timers.peek().copied() {
             if at > now {
@@ -507,6 +872,19 @@ impl HyperDht {
                 TimerKind::SlotExpire => self
                     .slots
                     .retain(|_, s| s.expires > now || matches!(s.state, SlotState::Pending { .. })),
+                TimerKind::ConnectWake(c) => self.on_connect_wake(now, c),
+                TimerKind::Puncher(pid) => {
+                    if let Some(p) = self.punchers.get_mut(&pid) {
+                        p.handle_timeout(
+                            now,
+                            &mut self.rng,
+                            &mut self.pool,
+                            &mut self.random_punches,
+                        );
+                    }
+                    self.service_puncher(now, pid);
+                }
+                TimerKind::ServerPunch(id) => self.on_server_punch_timer(now, id),
             }
         }
         self.store.gc(now);
@@ -640,7 +1018,149 @@ impl HyperDht {
             }
             Purpose::UnannounceSend => {}
             Purpose::Handshake { connect, to } => self.on_handshake_reply(now, connect, to, result),
+            Purpose::Holepunch { connect, stage } => {
+                self.on_holepunch_reply(now, connect, stage, result)
+            }
+            Purpose::NatPing { punch, socket } => {
+                let cands = self.nat_candidates();
+                let more = match self.punchers.get_mut(&punch) {
+                    Some(p) if p.socket() == socket => match &result {
+                        Ok(r) => p.nat_mut().on_pong(r.to, r.from, &cands),
+                        Err(_) => p.nat_mut().on_ping_failed(&cands),
+                    },
+                    _ => return,
+                };
+                self.nat_pings(now, punch, socket, more);
+                self.on_puncher_progress(now, punch);
+            }
+            Purpose::LanPing { connect, addr } => {
+                self.on_lan_ping(now, connect, addr, result.is_ok())
+            }
         }
+    }
+
+    // ----- punchers -----
+
+    /// DHT nodes to NAT-sample against, most recently seen first.
+    fn nat_candidates(&self) -> Vec<SocketAddrV4> {
+        let mut v: Vec<(u32, u32, SocketAddrV4)> = self
+            .node
+            .table()
+            .iter()
+            .map(|e| (e.seen, e.added, e.addr))
+            .collect();
+        v.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        v.into_iter().take(32).map(|(_, _, a)| a).collect()
+    }
+
+    fn nat_pings(&mut self, now: Instant, punch: u64, socket: u32, to: Vec<SocketAddrV4>) {
+        for addr in to {
+            let spec = RequestSpec {
+                internal: true,
+                command: crate::rpc::message::internal::PING,
+                retries: Some(0),
+                socket: Some(SocketKind::Pool(socket)),
+                ..Default::default()
+            };
+            self.send(now, addr, spec, Purpose::NatPing { punch, socket });
+        }
+    }
+
+    /// A new puncher for `owner`, registered and sampling; `None` if the pool is full.
+    fn new_puncher(
+        &mut self,
+        now: Instant,
+        owner: PunchOwner,
+        initiator: bool,
+        remote_firewall: u64,
+    ) -> Option<u64> {
+        let firewalled = self.node.is_firewalled();
+        let p = Puncher::new(&mut self.pool, initiator, remote_firewall, firewalled)?;
+        let pid = self.next_id();
+        self.punchers.insert(pid, p);
+        self.punch_owners.insert(pid, owner);
+        self.service_puncher(now, pid);
+        Some(pid)
+    }
+
+    /// Moves a puncher's output out: sockets registered, sampling started, probes queued,
+    /// its timer armed, its events delivered to its owner.
+    fn service_puncher(&mut self, now: Instant, pid: u64) {
+        let Some(p) = self.punchers.get_mut(&pid) else {
+            return;
+        };
+        for s in p.sockets() {
+            self.socket_owners.insert(*s, pid);
+        }
+        let mut sample = None;
+        if p.take_fresh_socket() {
+            sample = Some(p.socket());
+        }
+        while let Some((socket, to, ttl)) = p.poll_probe() {
+            self.node.send_raw_ttl(
+                SocketKind::Pool(socket),
+                to,
+                Bytes::from_static(&crate::hyper::holepunch::PROBE),
+                ttl,
+            );
+        }
+        let mut events = Vec::new();
+        while let Some(e) = p.poll_event() {
+            events.push(e);
+        }
+        if let Some(at) = p.poll_timeout() {
+            self.timers.push(Reverse((at, TimerKind::Puncher(pid))));
+        }
+        let destroyed = p.is_destroyed();
+        if let Some(socket) = sample {
+            let cands = self.nat_candidates();
+            let pings = match self.punchers.get_mut(&pid) {
+                Some(p) => p.nat_mut().start(&cands),
+                None => Vec::new(),
+            };
+            self.nat_pings(now, pid, socket, pings);
+            // Sampling may conclude at once (no nodes to ask).
+            self.on_puncher_progress(now, pid);
+        }
+        let owner = self.punch_owners.get(&pid).copied();
+        for e in events {
+            match owner {
+                Some(PunchOwner::Client(c)) => self.on_client_punch_event(now, c, e),
+                Some(PunchOwner::Server(id)) => self.on_server_punch_event(now, id, e),
+                None => {}
+            }
+        }
+        if destroyed {
+            self.forget_puncher(pid);
+        }
+    }
+
+    /// The puncher's NAT analysis moved: its owner may be waiting on it.
+    fn on_puncher_progress(&mut self, now: Instant, pid: u64) {
+        match self.punch_owners.get(&pid).copied() {
+            Some(PunchOwner::Client(c)) => self.client_punch_step(now, c),
+            Some(PunchOwner::Server(id)) => self.server_punch_step(now, id),
+            None => {}
+        }
+    }
+
+    fn destroy_puncher(&mut self, now: Instant, pid: u64) {
+        if let Some(p) = self.punchers.get_mut(&pid) {
+            p.destroy(now, &mut self.pool, &mut self.random_punches);
+        }
+        self.service_puncher(now, pid);
+    }
+
+    fn forget_puncher(&mut self, pid: u64) {
+        if let Some(p) = self.punchers.remove(&pid) {
+            self.punch_stats.probes += p.probes_sent();
+            for s in p.sockets() {
+                if self.socket_owners.get(s) == Some(&pid) {
+                    self.socket_owners.remove(s);
+                }
+            }
+        }
+        self.punch_owners.remove(&pid);
     }
 }
 

@@ -1,6 +1,15 @@
-//! The PEER_HANDSHAKE router every node runs, persistent or not.
+//! The PEER_HANDSHAKE and PEER_HOLEPUNCH routers every node runs, persistent or not, in
+//! every mode (hyperdht `lib/router.js`): a node that drops them breaks other peers'
+//! connections.
+//!
+//! A client's message (FROM_CLIENT) goes to the address it names or to the server's
+//! announce address this node stores, as FROM_RELAY with the client's address as this node
+//! sees it; the server's answer (FROM_SERVER) comes back here and is answered to the client
+//! as REPLY with the server's address as this node sees it. Nothing is amplified: one
+//! datagram in, one out.
 
 use super::*;
+use crate::hyper::messages::HolepunchMessage;
 
 impl HyperDht {
     // ----- the handshake router -----
@@ -65,6 +74,61 @@ impl HyperDht {
                     peer_address: Some(req.from),
                     relay_address: None,
                 };
+                self.node.reply(
+                    &req,
+                    ReplyOptions {
+                        value: Some(to_bytes(&reply)),
+                        to: Some(peer),
+                        ..ReplyOptions::ack()
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// PEER_HOLEPUNCH (JS `onpeerholepunch`).
+    pub(super) fn on_peer_holepunch(&mut self, now: Instant, req: IncomingRequest) {
+        let Some(v) = req.value.as_ref() else { return };
+        let Ok((msg, _)) = decode_prefix::<HolepunchMessage>(v) else {
+            return;
+        };
+        let server = req
+            .target
+            .and_then(|t| self.server_targets.get(&t).copied());
+        let relay = req
+            .target
+            .filter(|_| server.is_none())
+            .and_then(|t| self.store.forward(now, &t).map(|f| f.relay));
+        match msg.mode {
+            mode::FROM_CLIENT => {
+                let Some(to) = msg.peer_address.or(relay) else {
+                    return;
+                };
+                let fwd = HolepunchMessage {
+                    mode: mode::FROM_RELAY,
+                    id: msg.id,
+                    payload: msg.payload,
+                    peer_address: Some(req.from),
+                };
+                self.punch_stats.routed += 1;
+                self.node.relay(&req, to, Some(to_bytes(&fwd)), None);
+            }
+            mode::FROM_RELAY => {
+                let (Some(server), Some(_)) = (server, msg.peer_address) else {
+                    return;
+                };
+                self.on_server_holepunch(now, server, req, msg);
+            }
+            mode::FROM_SERVER => {
+                let Some(peer) = msg.peer_address else { return };
+                let reply = HolepunchMessage {
+                    mode: mode::REPLY,
+                    id: msg.id,
+                    payload: msg.payload,
+                    peer_address: Some(req.from),
+                };
+                self.punch_stats.routed += 1;
                 self.node.reply(
                     &req,
                     ReplyOptions {

@@ -9,7 +9,7 @@ impl HyperDht {
     pub(super) fn on_request(&mut self, now: Instant, req: IncomingRequest) {
         match req.command {
             command::PEER_HANDSHAKE => return self.on_peer_handshake(now, req),
-            command::PEER_HOLEPUNCH => return, // holepunching is a later layer
+            command::PEER_HOLEPUNCH => return self.on_peer_holepunch(now, req),
             _ => {}
         }
         if !self.node.is_persistent() {

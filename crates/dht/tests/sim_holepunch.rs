@@ -1,0 +1,340 @@
+//! Holepunching on the deterministic simulator: a public DHT, a server and a client behind
+//! simulated NATs (consistent or random mapping, stateful filtering, no hairpinning, low-TTL
+//! datagrams dying past their own NAT), driven over virtual time. Every topology runs over
+//! several seeds; replay one with SIM_SEED=<seed>.
+//!
+//! Each connect must end with the path the JS stack takes for that topology, and the path
+//! must really be open: a datagram from the client's socket to the reported address reaches
+//! the server, and the server's answer to where it came from reaches the same client socket.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use corenet_dht::hyper::{
+    ConnectError, ConnectOptions, HyperConfig, HyperDht, HyperEvent, ListenOptions, PathKind,
+};
+use corenet_dht::rpc::{Config, SocketKind};
+use corenet_dht::sim::{LinkModel, NatKind, Network};
+use corenet_noise::KeyPair;
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(s) => vec![s],
+        None => (1..=4).collect(),
+    }
+}
+
+fn seed_for(i: usize, run: u64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    s[8..16].copy_from_slice(&run.to_le_bytes());
+    s[16] = 0x5a;
+    s
+}
+
+/// Where a peer sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Site {
+    /// A public address (firewalled until its reachability check passes, as JS).
+    Open,
+    /// Behind its own NAT.
+    Nat(NatKind),
+    /// Behind the NAT of the other peer (same LAN).
+    SameLan,
+}
+
+struct Lab {
+    net: Network<HyperDht>,
+    server: usize,
+    client: usize,
+}
+
+const DHT_NODES: usize = 8;
+
+fn peer(i: usize, run: u64, boot: SocketAddrV4, lan: Ipv4Addr, now: Instant) -> HyperDht {
+    let rpc = Config::default()
+        .with_bootstrap(vec![boot])
+        .with_server_port(49737)
+        .with_seed(seed_for(i, run));
+    HyperDht::new(
+        HyperConfig {
+            rpc,
+            local_addresses: vec![lan],
+            bound_host: Some(Ipv4Addr::UNSPECIFIED),
+            ..Default::default()
+        },
+        now,
+    )
+}
+
+fn lab(run: u64, server: Site, client: Site, link: LinkModel) -> Lab {
+    let start = Instant::now();
+    let mut net = Network::new(start, run, link);
+    // The DHT: public, non-bogon addresses (they exist only in this simulation).
+    let boot = SocketAddrV4::new(Ipv4Addr::new(44, 0, 0, 1), 49737);
+    for k in 0..DHT_NODES {
+        let now = net.now();
+        let ip = Ipv4Addr::new(44, 0, 0, 1 + k as u8);
+        net.add_host(ip, None, |i, addr| {
+            let rpc = if k == 0 {
+                Config::default().with_public_address(addr)
+            } else {
+                Config::default()
+                    .with_bootstrap(vec![boot])
+                    .with_ephemeral(Some(false))
+                    .with_firewalled(false)
+            };
+            HyperDht::new(
+                HyperConfig {
+                    rpc: rpc.with_server_port(49737).with_seed(seed_for(i, run)),
+                    ..Default::default()
+                },
+                now,
+            )
+        });
+        net.run_for(Duration::from_millis(200));
+    }
+    net.run_for(Duration::from_secs(10));
+    let mut place = |net: &mut Network<HyperDht>,
+                     site: Site,
+                     pub_ip: Ipv4Addr,
+                     shared: Option<usize>,
+                     lan: Ipv4Addr| {
+        let now = net.now();
+        match site {
+            Site::Open => net.add_host(pub_ip, None, |i, _| peer(i, run, boot, pub_ip, now)),
+            Site::Nat(kind) => {
+                let n = net.add_nat(pub_ip, kind);
+                net.add_host(lan, Some(n), |i, _| peer(i, run, boot, lan, now))
+            }
+            Site::SameLan => {
+                let n = shared.expect("a shared NAT");
+                net.add_host(lan, Some(n), |i, _| peer(i, run, boot, lan, now))
+            }
+        }
+    };
+    let server_nat = match (server, client) {
+        (_, Site::SameLan) => Some(0),
+        _ => None,
+    };
+    let server_site = if client == Site::SameLan {
+        Site::Nat(NatKind::Consistent)
+    } else {
+        server
+    };
+    let s = place(
+        &mut net,
+        server_site,
+        Ipv4Addr::new(44, 1, 0, 1),
+        None,
+        Ipv4Addr::new(192, 168, 1, 2),
+    );
+    let c = place(
+        &mut net,
+        client,
+        Ipv4Addr::new(44, 2, 0, 1),
+        server_nat,
+        Ipv4Addr::new(192, 168, if client == Site::SameLan { 1 } else { 2 }, 3),
+    );
+    // Bootstrap, and give OPEN peers time for their reachability check.
+    net.run_for(Duration::from_secs(20));
+    Lab {
+        net,
+        server: s,
+        client: c,
+    }
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Path(SocketKind, SocketAddrV4, PathKind, Duration),
+    Failed(ConnectError, Duration),
+}
+
+/// Listens on the server, connects from the client, and plays the driver for both (accepting
+/// every handshake) until the client has a path or fails.
+fn connect(lab: &mut Lab, run: u64, opts: ConnectOptions, listen: ListenOptions) -> Outcome {
+    let net = &mut lab.net;
+    let (s, c) = (lab.server, lab.client);
+    let kp = KeyPair::from_seed(seed_for(1000, run));
+    let now = net.now();
+    net.node_mut(s).listen_with(now, &kp, listen);
+    net.flush(s);
+    let deadline = net.now() + Duration::from_secs(30);
+    'announced: loop {
+        while let Some(e) = net.node_mut(s).poll_event() {
+            if matches!(e, HyperEvent::ServerAnnounced { .. }) {
+                break 'announced;
+            }
+        }
+        assert!(net.step(deadline), "the server never announced");
+    }
+    let start = net.now();
+    let client_kp = KeyPair::from_seed(seed_for(2000, run));
+    let id = net
+        .node_mut(c)
+        .connect(start, &client_kp, kp.public_key(), 7, opts);
+    net.flush(c);
+    let deadline = start + Duration::from_secs(120);
+    loop {
+        while let Some(e) = net.node_mut(s).poll_event() {
+            if let HyperEvent::IncomingHandshake { handshake, .. } = e {
+                let now = net.now();
+                net.node_mut(s).accept(now, handshake, 99);
+                net.flush(s);
+            }
+        }
+        while let Some(e) = net.node_mut(c).poll_event() {
+            match e {
+                HyperEvent::ConnectPath {
+                    connect,
+                    socket,
+                    address,
+                    kind,
+                } if connect == id => {
+                    return Outcome::Path(socket, address, kind, net.now() - start);
+                }
+                HyperEvent::ConnectFailed { connect, error } if connect == id => {
+                    return Outcome::Failed(error, net.now() - start);
+                }
+                _ => {}
+            }
+        }
+        assert!(net.step(deadline), "the connect never finished (run {run})");
+    }
+}
+
+/// The path really carries datagrams both ways.
+fn assert_path_open(lab: &mut Lab, socket: SocketKind, address: SocketAddrV4, run: u64) {
+    let (s, c) = (lab.server, lab.client);
+    let there = lab.net.route(c, socket, address, None);
+    let Some((node, server_socket, seen_as)) = there else {
+        panic!("run {run}: the client's datagram to {address} from {socket:?} is dropped");
+    };
+    assert_eq!(node, s, "run {run}: it reaches another node");
+    let back = lab.net.route(s, server_socket, seen_as, None);
+    assert!(
+        matches!(back, Some((n, k, _)) if n == c && k == socket),
+        "run {run}: the server's answer does not come back to the client's socket: {back:?}"
+    );
+}
+
+fn expect_path(server: Site, client: Site, kind: PathKind, within: Duration) {
+    for run in seeds() {
+        println!("run {run} (replay with SIM_SEED={run})");
+        let mut lab = lab(run, server, client, LinkModel::default());
+        let out = connect(
+            &mut lab,
+            run,
+            ConnectOptions::default(),
+            ListenOptions::default(),
+        );
+        match out {
+            Outcome::Path(socket, address, k, took) => {
+                println!("  {server:?}/{client:?}: {k} to {address} via {socket:?} in {took:?}");
+                assert_eq!(k, kind, "run {run}");
+                assert!(took <= within, "run {run}: took {took:?}");
+                assert_path_open(&mut lab, socket, address, run);
+            }
+            Outcome::Failed(e, took) => {
+                panic!("run {run}: {server:?}/{client:?} failed with {e} after {took:?}")
+            }
+        }
+        // Nothing is left behind: punchers and their sockets go once the path is chosen.
+        let mut left = Duration::ZERO;
+        while left < Duration::from_secs(60) {
+            lab.net.run_for(Duration::from_secs(5));
+            left += Duration::from_secs(5);
+        }
+        for i in [lab.server, lab.client] {
+            let n = lab.net.node(i);
+            assert_eq!(n.punchers(), 0, "run {run}: node {i} keeps a puncher");
+            assert_eq!(
+                n.pool_sockets(),
+                0,
+                "run {run}: node {i} keeps pool sockets"
+            );
+            assert_eq!(
+                n.connects_in_progress(),
+                0,
+                "run {run}: node {i} keeps a connect"
+            );
+        }
+    }
+}
+
+#[test]
+fn open_server_nat_client_connects_directly() {
+    expect_path(
+        Site::Open,
+        Site::Nat(NatKind::Consistent),
+        PathKind::Direct,
+        Duration::from_secs(2),
+    );
+}
+
+#[test]
+fn cone_to_cone_punches() {
+    expect_path(
+        Site::Nat(NatKind::Consistent),
+        Site::Nat(NatKind::Consistent),
+        PathKind::Holepunch,
+        Duration::from_secs(8),
+    );
+}
+
+#[test]
+fn cone_server_random_client_punches_with_the_birthday_strategy() {
+    expect_path(
+        Site::Nat(NatKind::Consistent),
+        Site::Nat(NatKind::Random),
+        PathKind::Holepunch,
+        Duration::from_secs(45),
+    );
+}
+
+#[test]
+fn random_server_cone_client_punches() {
+    expect_path(
+        Site::Nat(NatKind::Random),
+        Site::Nat(NatKind::Consistent),
+        PathKind::Holepunch,
+        Duration::from_secs(45),
+    );
+}
+
+#[test]
+fn same_lan_takes_the_lan_path() {
+    expect_path(
+        Site::Nat(NatKind::Consistent),
+        Site::SameLan,
+        PathKind::Lan,
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn random_to_random_fails_with_the_typed_error() {
+    for run in seeds() {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Random),
+            Site::Nat(NatKind::Random),
+            LinkModel::default(),
+        );
+        match connect(
+            &mut lab,
+            run,
+            ConnectOptions::default(),
+            ListenOptions::default(),
+        ) {
+            Outcome::Failed(e, took) => {
+                println!("run {run}: {e} ({}) after {took:?}", e.code());
+                assert_eq!(e, ConnectError::DoubleRandomizedNats, "run {run}");
+                assert!(e.forces_relaying());
+                assert!(took < Duration::from_secs(10), "run {run}: {took:?}");
+            }
+            other => panic!("run {run}: random/random gave {other:?}"),
+        }
+    }
+}
