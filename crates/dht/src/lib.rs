@@ -26,6 +26,7 @@
 #[cfg(feature = "actor")]
 pub mod actor;
 pub mod hyper;
+pub mod relay;
 pub mod rpc;
 pub mod sim;
 
