@@ -88,12 +88,15 @@
 
 pub mod config;
 pub mod core;
+mod driver;
 mod error;
+mod instance;
 mod socket;
 mod stream;
 pub mod wire;
 
 pub use config::{SocketConfig, StreamConfig};
 pub use error::{Error, IoError, ProtocolError};
-pub use socket::{Firewall, FirewallDecision, SocketStats, UdxSocket};
+pub use instance::{Firewall, FirewallDecision, Udx, MAX_SOCKETS};
+pub use socket::{SocketId, SocketStats, UdxSocket};
 pub use stream::UdxStream;
