@@ -437,12 +437,17 @@ impl Driver {
                 i += 1;
                 continue;
             };
-            let Some(entry) = slot.socket.and_then(|s| st.sockets.get_mut(s)) else {
+            let Some(entry) = slot.socket.and_then(|s| st.sockets.get(s)) else {
                 // Unconnected: nothing to send.
                 i += 1;
                 continue;
             };
             let (sid, gso) = (entry.io.id, entry.io.gso);
+            // Retransmissions of packets sent before a move go where those went: to the old
+            // address (the core keeps it per packet) on the old socket, open until they
+            // are acknowledged.
+            let current = slot.stream.remote().map(|(_, a)| a);
+            let prev = slot.prev_socket;
             let mut full = false;
             loop {
                 if STAGE_BYTES - off < MAX_GSO_BYTES {
@@ -452,8 +457,14 @@ impl Driver {
                 let buf = &mut self.stage[off..off + MAX_GSO_BYTES];
                 match slot.stream.poll_transmit(now, buf, gso) {
                     Some(t) => {
-                        entry.stats.datagrams_tx += t.segments() as u64;
-                        self.staged.push((off, t, sid));
+                        let to = match prev {
+                            Some(p) if Some(t.destination) != current => p,
+                            _ => sid,
+                        };
+                        if let Some(e) = st.sockets.get_mut(to) {
+                            e.stats.datagrams_tx += t.segments() as u64;
+                        }
+                        self.staged.push((off, t, to));
                         off += t.size;
                     }
                     None => break,

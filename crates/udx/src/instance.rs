@@ -113,7 +113,7 @@ pub(crate) struct Slot {
     pub(crate) socket: Option<SocketId>,
     /// The socket before a move, kept open until everything sent before the move is
     /// acknowledged (udx-native keeps `_previousSocket` the same way).
-    prev_socket: Option<SocketId>,
+    pub(crate) prev_socket: Option<SocketId>,
     /// The socket references above were released (the stream finished).
     refs_released: bool,
     /// The stream whose peer gets our packets (libudx `relay_to`).

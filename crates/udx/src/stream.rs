@@ -141,8 +141,7 @@ impl UdxStream {
     /// arriving for it are no longer processed here but forwarded unchanged, except for the
     /// header's stream id, which becomes `destination`'s remote id, on `destination`'s socket
     /// to its remote address (skipped while `destination` is unconnected). This stream keeps
-    /// the highest seq it forwarded ([`crate::core::Stream::relayed_seq`] semantics), a
-    /// forwarded DESTROY closes it, and destroying it sends no DESTROY. When `destination`
+    /// the highest seq it forwarded (as libudx), a forwarded DESTROY closes it, and destroying it sends no DESTROY. When `destination`
     /// closes, this stream is destroyed too (libudx). It still connects through its firewall
     /// on the first packet (a relay's firewall does that). Relay both ways by calling it on
     /// both streams.
@@ -215,10 +214,11 @@ impl UdxStream {
 
     /// Moves the stream to another remote on `socket` of its instance (libudx
     /// `udx_stream_change_remote`; hyperdht moves a connection to the socket a holepunch
-    /// went through). Every packet from now on, retransmissions included, goes out on
-    /// `socket`; the previous socket stays open (for packets still under way from the peer)
-    /// until the change resolves, which it does, as [`UdxStream::change_remote`], once
-    /// everything sent before the change is acknowledged.
+    /// went through). New packets go out on `socket` to `addr`; packets sent before the move
+    /// are retransmitted, if lost, the way they went (old socket, old address), so the
+    /// previous socket stays open until the change resolves, which it does, as
+    /// [`UdxStream::change_remote`], once everything sent before the change is
+    /// acknowledged.
     pub async fn change_remote_via(
         &self,
         socket: &UdxSocket,
