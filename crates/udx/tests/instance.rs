@@ -506,3 +506,29 @@ fn setsockopt_default_ttl() -> i32 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.ttl().unwrap() as i32
 }
+
+#[tokio::test]
+async fn the_socket_cap_is_enforced_and_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Udx>();
+    send_sync::<UdxSocket>();
+    send_sync::<UdxStream>();
+    let udx = Udx::new();
+    let mut held = Vec::new();
+    for _ in 0..corenet_udx::MAX_SOCKETS {
+        held.push(udx.bind(lo()).await.unwrap());
+    }
+    assert_eq!(
+        udx.bind(lo()).await.unwrap_err(),
+        Error::TooManySockets {
+            max: corenet_udx::MAX_SOCKETS
+        }
+    );
+    // A socket dropped without streams makes room once the driver closed it.
+    held.pop();
+    eventually("a socket to close", || {
+        udx.socket_count() < corenet_udx::MAX_SOCKETS
+    })
+    .await;
+    held.push(udx.bind(lo()).await.unwrap());
+}
