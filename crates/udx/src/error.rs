@@ -49,6 +49,23 @@ pub enum Error {
     /// The socket was closed.
     #[error("socket closed")]
     SocketClosed,
+    /// `connect` on a stream made on the instance rather than on a socket: it needs
+    /// `connect_via` (or its firewall) to say which socket.
+    #[error("stream has no socket to connect on")]
+    NoSocket,
+    /// A socket or stream of another UDX instance (stream ids are per instance, so streams
+    /// cannot move or relay across instances).
+    #[error("socket or stream of another udx instance")]
+    OtherInstance,
+    /// `relay_to` on a stream that relays already.
+    #[error("stream already relayed")]
+    AlreadyRelayed,
+    /// The instance holds the most sockets it may.
+    #[error("too many sockets in one udx instance (at most {max})")]
+    TooManySockets {
+        /// The cap ([`crate::MAX_SOCKETS`]).
+        max: usize,
+    },
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Io(Arc<IoError>),
@@ -85,6 +102,10 @@ impl From<Error> for io::Error {
             Error::MessageTooLarge { .. } => io::ErrorKind::InvalidInput,
             Error::MessageQueueFull => io::ErrorKind::WouldBlock,
             Error::SocketClosed => io::ErrorKind::NotConnected,
+            Error::NoSocket => io::ErrorKind::NotConnected,
+            Error::OtherInstance => io::ErrorKind::InvalidInput,
+            Error::AlreadyRelayed => io::ErrorKind::AlreadyExists,
+            Error::TooManySockets { .. } => io::ErrorKind::OutOfMemory,
             Error::Io(inner) => inner.0.kind(),
         };
         io::Error::new(kind, e)

@@ -1,4 +1,4 @@
-//! [`UdxStream`]: the application's handle on one stream of a [`UdxSocket`](crate::UdxSocket).
+//! [`UdxStream`]: the application's handle on one stream of a [`Udx`](crate::Udx) instance.
 
 use std::future::poll_fn;
 use std::io;
@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::core::{StreamInfo, StreamStats};
 use crate::error::Error;
-use crate::socket::{Firewall, FirewallDecision, Inner, Slot, State};
+use crate::instance::{send_inline, Firewall, FirewallDecision, Nudge, Shared, Slot, Sockets};
+use crate::socket::{SocketId, UdxSocket};
 
 /// One UDX stream: a reliable, ordered byte stream (`AsyncRead + AsyncWrite`, so a secret
 /// stream runs over it) plus unordered MESSAGE datagrams.
@@ -24,15 +25,19 @@ use crate::socket::{Firewall, FirewallDecision, Inner, Slot, State};
 /// - Dropping the handle ends the write side gracefully (like closing a TCP socket): the
 ///   socket keeps the stream until its END is acknowledged, acknowledging and discarding what
 ///   still arrives. [`UdxStream::destroy`] aborts instead.
+/// - It lives in a [`Udx`](crate::Udx) instance and is connected on one of its sockets
+///   ([`UdxStream::connect`], [`UdxStream::connect_via`], or its firewall); it can move to
+///   another socket of the instance ([`UdxStream::change_remote_via`]) and can relay its
+///   peer's packets to another stream ([`UdxStream::relay_to`]).
 #[derive(Debug)]
 pub struct UdxStream {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     id: u32,
 }
 
 impl UdxStream {
-    pub(crate) fn new(inner: Arc<Inner>, id: u32) -> Self {
-        UdxStream { inner, id }
+    pub(crate) fn new(shared: Arc<Shared>, id: u32) -> Self {
+        UdxStream { shared, id }
     }
 
     /// Our stream id (the peer addresses its packets to it).
@@ -42,37 +47,138 @@ impl UdxStream {
 
     /// Runs `f` on this stream's slot; wakes the driver afterwards if `touch`.
     fn with<R>(&self, touch: bool, f: impl FnOnce(&mut Slot) -> R) -> Result<R, Error> {
-        let (r, waker) = {
-            let mut st = self.inner.lock();
+        self.with_sockets(touch, |slot, _| f(slot))
+    }
+
+    /// [`UdxStream::with`] with the instance's sockets at hand.
+    fn with_sockets<R>(
+        &self,
+        touch: bool,
+        f: impl FnOnce(&mut Slot, &mut Sockets) -> R,
+    ) -> Result<R, Error> {
+        let (r, nudge) = {
+            let mut st = self.shared.lock();
+            let st = &mut *st;
             let Some(slot) = st.streams.get_mut(&self.id) else {
                 return Err(Error::SocketClosed);
             };
-            let r = f(slot);
-            let w = if touch { st.touch(self.id) } else { None };
-            (r, w)
+            let r = f(slot, &mut st.sockets);
+            let n = if touch {
+                st.touch(self.id)
+            } else {
+                Nudge::None
+            };
+            (r, n)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        nudge.wake();
         Ok(r)
     }
 
-    /// Connects to the peer's stream `remote_id` at `addr`. Packets start flowing; what
-    /// arrived before is acknowledged now.
-    pub fn connect(&self, remote_id: u32, addr: SocketAddr) -> Result<(), Error> {
-        self.with(true, |s| s.stream.connect(Instant::now(), remote_id, addr))?
+    /// Fails unless `socket` belongs to this stream's instance.
+    fn check_instance(&self, socket: &UdxSocket) -> Result<(), Error> {
+        if Arc::ptr_eq(&self.shared, &socket.shared) {
+            Ok(())
+        } else {
+            Err(Error::OtherInstance)
+        }
     }
 
-    /// Sets the firewall consulted for packets that arrive before the stream is connected
-    /// (default: drop them, as libudx does for streams without one).
+    /// Connects to the peer's stream `remote_id` at `addr`, on the socket the stream was
+    /// made on ([`UdxSocket::create_stream`]). Packets start flowing; what arrived before is
+    /// acknowledged now. A stream made on the instance ([`Udx::create_stream`]) has no such
+    /// socket: it fails with [`Error::NoSocket`] (use [`UdxStream::connect_via`]).
+    ///
+    /// [`Udx::create_stream`]: crate::Udx::create_stream
+    pub fn connect(&self, remote_id: u32, addr: SocketAddr) -> Result<(), Error> {
+        self.with_sockets(true, |s, sockets| {
+            let sock = s.home.or(s.socket).ok_or(Error::NoSocket)?;
+            connect_on(s, sockets, sock, remote_id, addr)
+        })?
+    }
+
+    /// Connects to the peer's stream `remote_id` at `addr` on `socket` (of this stream's
+    /// instance: else [`Error::OtherInstance`]). Its packets go out there from now on.
+    pub fn connect_via(
+        &self,
+        socket: &UdxSocket,
+        remote_id: u32,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        self.check_instance(socket)?;
+        let sock = socket.id();
+        self.with_sockets(true, |s, sockets| {
+            connect_on(s, sockets, sock, remote_id, addr)
+        })?
+    }
+
+    /// Sets the firewall, consulted for every packet that arrives on a socket other than the
+    /// stream's current one, with the arrival socket and the packet's source (libudx
+    /// `udx_stream_firewall`). An unconnected stream has no current socket, so it asks for
+    /// every packet. Without a firewall (the default), an unconnected stream drops such
+    /// packets (as udx-native's default firewall) and a connected one processes them (as
+    /// libudx does for a stream without a firewall).
     pub fn set_firewall(&self, firewall: Firewall) -> Result<(), Error> {
         self.with(false, |s| s.firewall = Some(firewall))
     }
 
-    /// Accepts the first packet from any source and connects the stream to it, with the given
-    /// remote id (what hyperdht's firewall does once it knows the peer's id).
+    /// Accepts the first packet from any source and connects the stream to it on the
+    /// socket it arrived on, with the given remote id (what hyperdht's firewall does once it
+    /// knows the peer's id). Afterwards, a packet arriving on another socket of the instance
+    /// moves the stream there (see [`FirewallDecision::Connect`]).
     pub fn connect_on_first_packet(&self, remote_id: u32) -> Result<(), Error> {
-        self.set_firewall(Arc::new(move |_| FirewallDecision::Connect { remote_id }))
+        self.set_firewall(Arc::new(move |_, _| FirewallDecision::Connect {
+            remote_id,
+        }))
+    }
+
+    /// The socket the stream is connected on (`None` while unconnected). Its transmits go
+    /// out there.
+    pub fn socket_id(&self) -> Option<SocketId> {
+        self.with(false, |s| s.socket).ok().flatten()
+    }
+
+    /// Relays this stream (libudx `udx_stream_relay_to`, what a blind relay does): packets
+    /// arriving for it are no longer processed here but forwarded unchanged, except for the
+    /// header's stream id, which becomes `destination`'s remote id, on `destination`'s socket
+    /// to its remote address (skipped while `destination` is unconnected). This stream keeps
+    /// the highest seq it forwarded (as libudx), a forwarded DESTROY closes it, and destroying it sends no DESTROY. When `destination`
+    /// closes, this stream is destroyed too (libudx). It still connects through its firewall
+    /// on the first packet (a relay's firewall does that). Relay both ways by calling it on
+    /// both streams.
+    ///
+    /// Fails with [`Error::OtherInstance`] for a stream of another instance,
+    /// [`Error::AlreadyRelayed`] when called twice, and with the close reason (or
+    /// [`Error::SocketClosed`]) when either stream is closed.
+    pub fn relay_to(&self, destination: &UdxStream) -> Result<(), Error> {
+        if !Arc::ptr_eq(&self.shared, &destination.shared) {
+            return Err(Error::OtherInstance);
+        }
+        let nudge = {
+            let mut st = self.shared.lock();
+            let Some(b) = st.streams.get(&destination.id) else {
+                return Err(Error::SocketClosed);
+            };
+            if let Some(r) = b.stream.close_result() {
+                return Err(r.clone().err().unwrap_or(Error::SocketClosed));
+            }
+            let Some(a) = st.streams.get_mut(&self.id) else {
+                return Err(Error::SocketClosed);
+            };
+            if a.stream.is_relayed() {
+                return Err(Error::AlreadyRelayed);
+            }
+            if let Some(r) = a.stream.close_result() {
+                return Err(r.clone().err().unwrap_or(Error::SocketClosed));
+            }
+            a.stream.set_relayed();
+            a.relay_to = Some(destination.id);
+            if let Some(b) = st.streams.get_mut(&destination.id) {
+                b.relaying.push(self.id);
+            }
+            st.touch(self.id)
+        };
+        nudge.wake();
+        Ok(())
     }
 
     /// Waits until the stream is connected (by [`UdxStream::connect`] or its firewall).
@@ -97,12 +203,43 @@ impl UdxStream {
         self.with(false, |s| s.stream.remote()).ok().flatten()
     }
 
-    /// Moves the stream to another remote (holepunching). Resolves once everything sent to
-    /// the old remote is acknowledged.
+    /// Moves the stream to another remote (holepunching), on the socket it is connected on.
+    /// Resolves once everything sent before the change is acknowledged.
     pub async fn change_remote(&self, remote_id: u32, addr: SocketAddr) -> Result<(), Error> {
         self.with(true, |s| {
             s.stream.change_remote(Instant::now(), remote_id, addr)
         })??;
+        self.remote_changed().await
+    }
+
+    /// Moves the stream to another remote on `socket` of its instance (libudx
+    /// `udx_stream_change_remote`; hyperdht moves a connection to the socket a holepunch
+    /// went through). New packets go out on `socket` to `addr`; packets sent before the move
+    /// are retransmitted, if lost, the way they went (old socket, old address), so the
+    /// previous socket stays open until the change resolves, which it does, as
+    /// [`UdxStream::change_remote`], once everything sent before the change is
+    /// acknowledged.
+    pub async fn change_remote_via(
+        &self,
+        socket: &UdxSocket,
+        remote_id: u32,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        self.check_instance(socket)?;
+        let sock = socket.id();
+        self.with_sockets(true, |s, sockets| {
+            if !sockets.is_open(sock) {
+                return Err(Error::SocketClosed);
+            }
+            s.stream.change_remote(Instant::now(), remote_id, addr)?;
+            s.attach(sockets, sock, true);
+            Ok(())
+        })??;
+        self.remote_changed().await
+    }
+
+    /// Waits until a remote change is acknowledged.
+    async fn remote_changed(&self) -> Result<(), Error> {
         poll_fn(|cx| {
             self.with(false, |s| {
                 if !s.stream.is_remote_changing() {
@@ -118,8 +255,9 @@ impl UdxStream {
         .await
     }
 
-    /// Sends an unordered, unreliable MESSAGE (at most [`UdxStream::max_message_len`] bytes),
-    /// waiting while the outgoing message queue is full.
+    /// Sends an unordered, unreliable MESSAGE (at most [`UdxStream::max_message_len`] bytes,
+    /// possibly none: hyperdht sends an empty one to make its peer see a new path), waiting
+    /// while the outgoing message queue is full.
     pub async fn send_message(&self, data: &[u8]) -> Result<(), Error> {
         poll_fn(|cx| {
             self.with(true, |s| match s.stream.send_message(data) {
@@ -272,7 +410,7 @@ impl AsyncWrite for UdxStream {
         }
         let mut wakers = Vec::new();
         let (poll, driver) = {
-            let mut st = self.inner.lock();
+            let mut st = self.shared.lock();
             let st = &mut *st;
             let Some(slot) = st.streams.get_mut(&self.id) else {
                 return Poll::Ready(Err(Error::SocketClosed.into()));
@@ -284,19 +422,20 @@ impl AsyncWrite for UdxStream {
                     slot.write_waker = Some(cx.waker().clone());
                     (Poll::Pending, st.touch(self.id))
                 }
-                Ok(n) if idle && !st.is_closing() => {
+                Ok(n) if idle && st.driver_running => {
                     // A write to an idle stream goes out from here, not via the driver.
-                    let kick = self.inner.send_inline(st, self.id, now, &mut wakers);
+                    let kick = send_inline(st, self.id, now, &mut wakers);
                     (
                         Poll::Ready(Ok(n)),
-                        kick.then(|| st.touch(self.id)).flatten(),
+                        if kick { st.touch(self.id) } else { Nudge::None },
                     )
                 }
                 Ok(n) => (Poll::Ready(Ok(n)), st.touch(self.id)),
                 Err(e) => (Poll::Ready(Err(io::Error::from(e))), st.touch(self.id)),
             }
         };
-        for w in driver.into_iter().chain(wakers) {
+        driver.wake();
+        for w in wakers {
             w.wake();
         }
         poll
@@ -317,9 +456,8 @@ impl AsyncWrite for UdxStream {
 
 impl Drop for UdxStream {
     fn drop(&mut self) {
-        let waker = {
-            let mut st: std::sync::MutexGuard<'_, State> = self.inner.lock();
-            st.handles -= 1;
+        let nudge = {
+            let mut st = self.shared.lock();
             if let Some(slot) = st.streams.get_mut(&self.id) {
                 slot.handle_alive = false;
                 let now = Instant::now();
@@ -332,8 +470,22 @@ impl Drop for UdxStream {
             }
             st.touch(self.id)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        nudge.wake();
     }
+}
+
+/// Connects the stream on socket `sock` (open, of the stream's instance).
+fn connect_on(
+    s: &mut Slot,
+    sockets: &mut Sockets,
+    sock: SocketId,
+    remote_id: u32,
+    addr: SocketAddr,
+) -> Result<(), Error> {
+    if !sockets.is_open(sock) {
+        return Err(Error::SocketClosed);
+    }
+    s.stream.connect(Instant::now(), remote_id, addr)?;
+    s.attach(sockets, sock, false);
+    Ok(())
 }

@@ -141,6 +141,8 @@ pub struct StreamStats {
     pub mtu_probes_acked: u64,
     /// MTU probes lost.
     pub mtu_probes_lost: u64,
+    /// Packets forwarded unprocessed to the stream this one relays to.
+    pub packets_relayed: u64,
 }
 
 /// A snapshot of a stream's transport state (udx-native's `rtt`, `cwnd`, `inflight`, `mtu`
@@ -381,6 +383,13 @@ pub struct Stream {
     msgs_in: VecDeque<Vec<u8>>,
     msgs_out: VecDeque<Vec<u8>>,
 
+    // ---- relay ----
+    /// Packets are forwarded by the shell (libudx `relayed`): this stream sends nothing of
+    /// its own and closes without a DESTROY.
+    relayed: bool,
+    /// Highest seq among the forwarded packets (libudx keeps it in `stream->seq`).
+    relay_seq: Option<u32>,
+
     // ---- lifecycle ----
     closed: Option<Result<(), Error>>,
     destroy_pending: bool,
@@ -472,6 +481,8 @@ impl Stream {
             last_adv_rwnd: config.recv_window,
             msgs_in: VecDeque::new(),
             msgs_out: VecDeque::new(),
+            relayed: false,
+            relay_seq: None,
             closed: None,
             destroy_pending: false,
             drain_until: None,
@@ -773,7 +784,59 @@ impl Stream {
             return;
         }
         tracing::debug!(id = self.local_id, "udx stream destroyed locally");
-        self.close(now, Err(Error::Destroyed), true);
+        // A relayed stream's peer talks to the far end, not to us: no DESTROY (libudx).
+        self.close(now, Err(Error::Destroyed), !self.relayed);
+    }
+
+    // ------------------------------------------------------------------ relay
+
+    /// Marks the stream as relayed (libudx `udx_stream_relay_to`): from now on the driver
+    /// forwards its packets to another stream instead of handing them to
+    /// [`Stream::handle_packet`], and reports each with [`Stream::handle_relayed`]. A relayed
+    /// stream sends nothing of its own and [`Stream::destroy`] closes it without a DESTROY.
+    /// Irreversible, as in libudx.
+    pub fn set_relayed(&mut self) {
+        self.relayed = true;
+        self.ack_pending = false;
+        self.heartbeat_pending = false;
+        self.msgs_out.clear();
+    }
+
+    /// True once [`Stream::set_relayed`] was called.
+    pub fn is_relayed(&self) -> bool {
+        self.relayed
+    }
+
+    /// Accounts for a packet the driver forwarded (libudx `relay_packet`): the highest seq
+    /// seen is kept, and a forwarded DESTROY closes this stream with
+    /// [`Error::ConnectionReset`] (without a DESTROY of its own). `datagram` is the packet
+    /// as received (at least a header; anything shorter is ignored).
+    pub fn handle_relayed(&mut self, now: Instant, datagram: &[u8]) {
+        if self.finished {
+            return;
+        }
+        let Ok(h) = Header::decode(datagram) else {
+            return;
+        };
+        self.stats.packets_rx += 1;
+        self.stats.packets_relayed += 1;
+        self.last_rx = now;
+        self.relay_seq = Some(match self.relay_seq {
+            Some(s) if seq_le(h.seq, s) => s,
+            _ => h.seq,
+        });
+        if h.has(flags::DESTROY) && self.closed.is_none() {
+            tracing::debug!(
+                id = self.local_id,
+                "udx: relayed DESTROY closes the relay stream"
+            );
+            self.close(now, Err(Error::ConnectionReset), false);
+        }
+    }
+
+    /// The highest seq among forwarded packets (`None` before the first).
+    pub fn relayed_seq(&self) -> Option<u32> {
+        self.relay_seq
     }
 
     // ------------------------------------------------------------------ input
@@ -1450,7 +1513,7 @@ impl Stream {
         if self.finished {
             return;
         }
-        if self.closed.is_some() {
+        if self.closed.is_some() || self.relayed {
             self.update_finished(now);
             return;
         }
@@ -1586,6 +1649,11 @@ impl Stream {
         max_segments: usize,
     ) -> Option<Transmit> {
         let remote = self.remote?;
+        if self.relayed {
+            self.destroy_pending = false;
+            self.update_finished(now);
+            return None;
+        }
         if self.destroy_pending {
             self.destroy_pending = false;
             let h = Header {
@@ -2070,6 +2138,9 @@ impl Stream {
         if self.closed.is_some() {
             return self.drain_until;
         }
+        if self.relayed {
+            return None;
+        }
         let mut t: Option<Instant> = None;
         let mut min = |x: Option<Instant>| {
             if let Some(x) = x {
@@ -2130,6 +2201,7 @@ impl Stream {
     /// goes out without waiting for the driver's next pass).
     pub fn is_send_idle(&self) -> bool {
         self.remote.is_some()
+            && !self.relayed
             && !self.finished
             && self.closed.is_none()
             && self.inflight == 0
@@ -2143,7 +2215,7 @@ impl Stream {
     /// True when `poll_transmit` has something to send right now (used by drivers to decide
     /// whether to poll at all).
     pub fn wants_transmit(&self) -> bool {
-        if self.remote.is_none() || self.finished {
+        if self.remote.is_none() || self.finished || self.relayed {
             return false;
         }
         self.destroy_pending

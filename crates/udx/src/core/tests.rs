@@ -718,3 +718,29 @@ fn buffers_grown_by_a_transfer_are_released_when_idle() {
     push_through(&mut p, 300_000);
     assert!(!p.a.is_closed() && !p.b.is_closed());
 }
+
+#[test]
+fn a_relayed_stream_tracks_seq_sends_nothing_and_closes_on_a_forwarded_destroy() {
+    let mut p = Pair::new(40, StreamConfig::default());
+    let now = p.now;
+    p.b.set_relayed();
+    assert!(p.b.is_relayed());
+    p.b.handle_relayed(now, &packet(hdr(flags::DATA, B_ID, 7, 0), b"x"));
+    p.b.handle_relayed(now, &packet(hdr(flags::DATA, B_ID, 3, 0), b"x"));
+    assert_eq!(p.b.relayed_seq(), Some(7));
+    assert_eq!(p.b.stats().packets_relayed, 2);
+    // Nothing of its own: no ACK for what it forwarded, no data written to it.
+    p.b.write(now, b"ignored").unwrap();
+    assert!(drain(&mut p.b, now).is_empty());
+    assert!(!p.b.wants_transmit() && p.b.poll_timeout().is_none());
+    p.b.handle_relayed(now, &packet(hdr(flags::DESTROY, B_ID, 8, 0), b""));
+    assert_eq!(p.b.close_result(), Some(&Err(Error::ConnectionReset)));
+    assert!(drain(&mut p.b, now).is_empty());
+    assert!(p.b.is_finished());
+    // A local destroy of a relayed stream sends no DESTROY either.
+    let mut p = Pair::new(41, StreamConfig::default());
+    p.a.set_relayed();
+    p.a.destroy(now);
+    assert!(drain(&mut p.a, now).is_empty());
+    assert!(p.a.is_finished());
+}
