@@ -25,6 +25,61 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::messages::firewall;
 
+/// A NAT class, typed (the wire uses [`firewall`] numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NatType {
+    /// Not known (yet): too few samples, or no DHT node answered.
+    Unknown,
+    /// Reachable: no NAT, or a forwarded port (dht-rpc's reachability check passed).
+    Open,
+    /// Behind a NAT that keeps one public port per socket whatever the destination
+    /// (endpoint-independent mapping, "cone"): punchable from anything but a random NAT
+    /// with no relay.
+    Consistent,
+    /// Behind a NAT that picks a new public port per destination (symmetric): punchable only
+    /// from a consistent NAT (the birthday strategy), otherwise through a relay.
+    Random,
+}
+
+impl NatType {
+    /// From a [`firewall`] number.
+    pub fn from_firewall(fw: u64) -> Self {
+        match fw {
+            firewall::OPEN => NatType::Open,
+            firewall::CONSISTENT => NatType::Consistent,
+            firewall::RANDOM => NatType::Random,
+            _ => NatType::Unknown,
+        }
+    }
+
+    /// The [`firewall`] number.
+    pub fn firewall(self) -> u64 {
+        match self {
+            NatType::Unknown => firewall::UNKNOWN,
+            NatType::Open => firewall::OPEN,
+            NatType::Consistent => firewall::CONSISTENT,
+            NatType::Random => firewall::RANDOM,
+        }
+    }
+
+    /// The word the CLI prints (`nat <unknown|open|consistent|random>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatType::Unknown => "unknown",
+            NatType::Open => "open",
+            NatType::Consistent => "consistent",
+            NatType::Random => "random",
+        }
+    }
+}
+
+impl std::fmt::Display for NatType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// PINGs a sampling pass aims for (JS `_minSamples`).
 pub const MIN_SAMPLES: usize = 4;
 /// Newest table nodes skipped when the table has [`SKIP_WHEN`] nodes or more: they are the

@@ -39,6 +39,7 @@ use super::messages::{
     error as payload_error, firewall, mode, Announce, HandshakeMessage, LookupReply, MutableGet,
     MutablePut, NoisePayload, PeerRecord, RelayInfo, UdxInfo, MAX_RELAY_ADDRESSES,
 };
+use super::nat::NatType;
 use super::store::{PutResult, Store, StoreLimits};
 use crate::rpc::message::errors as rpc_errors;
 use crate::rpc::{
@@ -487,6 +488,15 @@ pub enum HyperEvent {
         /// Why.
         error: ConnectError,
     },
+    /// A NAT sample ([`HyperDht::sample_nat`]) concluded.
+    NatSampled {
+        /// Which sample.
+        sample: u64,
+        /// The class.
+        nat: NatType,
+        /// The public addresses seen (`host:0` when random).
+        addresses: Vec<SocketAddrV4>,
+    },
     /// A dht-rpc event (bootstrap, persistence, NAT, table changes).
     Rpc(RpcEvent),
 }
@@ -663,6 +673,8 @@ struct Connect {
 enum PunchOwner {
     Client(ConnectId),
     Server(u64),
+    /// A NAT sample on a fresh socket ([`HyperDht::sample_nat`]).
+    Probe(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -1127,6 +1139,7 @@ impl HyperDht {
             match owner {
                 Some(PunchOwner::Client(c)) => self.on_client_punch_event(now, c, e),
                 Some(PunchOwner::Server(id)) => self.on_server_punch_event(now, id, e),
+                Some(PunchOwner::Probe(id)) => self.on_nat_sample_progress(now, pid, id, true),
                 None => {}
             }
         }
@@ -1140,8 +1153,54 @@ impl HyperDht {
         match self.punch_owners.get(&pid).copied() {
             Some(PunchOwner::Client(c)) => self.client_punch_step(now, c),
             Some(PunchOwner::Server(id)) => self.server_punch_step(now, id),
+            Some(PunchOwner::Probe(id)) => self.on_nat_sample_progress(now, pid, id, false),
             None => {}
         }
+    }
+
+    /// Classifies this machine's NAT the way a connect would (hyperdht `nat.js`): a fresh
+    /// socket PINGs a few DHT nodes and the answers are voted on. The result comes as
+    /// [`HyperEvent::NatSampled`] (bounded by the PINGs' timeouts: a few seconds).
+    pub fn sample_nat(&mut self, now: Instant) -> u64 {
+        self.now = self.now.max(now);
+        let id = self.next_id();
+        if self
+            .new_puncher(now, PunchOwner::Probe(id), true, firewall::UNKNOWN)
+            .is_none()
+        {
+            self.events.push_back(HyperEvent::NatSampled {
+                sample: id,
+                nat: NatType::Unknown,
+                addresses: Vec::new(),
+            });
+        }
+        self.process(now);
+        id
+    }
+
+    fn on_nat_sample_progress(&mut self, now: Instant, pid: u64, id: u64, gone: bool) {
+        let Some(p) = self.punchers.get(&pid) else {
+            if gone {
+                self.events.push_back(HyperEvent::NatSampled {
+                    sample: id,
+                    nat: NatType::Unknown,
+                    addresses: Vec::new(),
+                });
+            }
+            return;
+        };
+        if !p.nat().is_resolved() && !gone {
+            return;
+        }
+        let nat = NatType::from_firewall(p.nat().firewall());
+        let addresses = p.nat().addresses().map(<[_]>::to_vec).unwrap_or_default();
+        self.punch_owners.remove(&pid);
+        self.destroy_puncher(now, pid);
+        self.events.push_back(HyperEvent::NatSampled {
+            sample: id,
+            nat,
+            addresses,
+        });
     }
 
     fn destroy_puncher(&mut self, now: Instant, pid: u64) {

@@ -1,0 +1,154 @@
+//! Settings, errors and the types the [`Dht`](super::Dht) handle hands out.
+
+use super::*;
+
+/// Errors of the [`Dht`] handle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The actor is gone (the DHT was destroyed).
+    #[error("the DHT has shut down")]
+    Shutdown,
+    /// Binding a socket failed.
+    #[error("cannot bind the DHT sockets: {0}")]
+    Bind(#[from] io::Error),
+    /// A UDX socket or stream failed.
+    #[error("UDX: {0}")]
+    Udx(#[from] corenet_udx::Error),
+    /// An operation failed.
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// A connect failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// An encrypted connection made or accepted through the DHT: a secret stream over a UDX
+/// stream, started from the Noise IK handshake.
+#[derive(Debug)]
+pub struct Connection {
+    /// The stream.
+    pub stream: SecretStream<UdxStream>,
+    /// The remote's address.
+    pub remote_address: SocketAddrV4,
+    /// We connected (the Noise initiator).
+    pub is_initiator: bool,
+}
+
+/// The future a [`Firewall`] returns.
+pub type FirewallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// Decides whether a server accepts a client: `(remote public key, client address as the
+/// relay saw it)` to `true` (accept) or `false` (refuse: the client gets no answer). It runs
+/// before anything is sent back.
+pub type Firewall = Arc<dyn Fn(PublicKey, SocketAddrV4) -> FirewallFuture + Send + Sync>;
+
+/// The keepalive interval of DHT connections (hyperdht's `connectionKeepAlive`).
+pub const CONNECTION_KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long an accepted connection waits for the client's first packet.
+pub const FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a [`Dht`] node. Every setter states its default.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    pub(super) host: Ipv4Addr,
+    pub(super) port: u16,
+    pub(super) bootstrap: Vec<SocketAddrV4>,
+    pub(super) ephemeral: Option<bool>,
+    pub(super) firewalled: bool,
+    pub(super) public_address: Option<SocketAddrV4>,
+    pub(super) results_buffer: usize,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            host: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            bootstrap: Vec::new(),
+            ephemeral: None,
+            firewalled: true,
+            public_address: None,
+            results_buffer: 256,
+        }
+    }
+}
+
+impl DhtConfig {
+    /// Address to bind. Default: 0.0.0.0.
+    pub fn with_host(mut self, host: Ipv4Addr) -> Self {
+        self.host = host;
+        self
+    }
+    /// Port of the server socket. Default: 0 (any).
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+    /// Bootstrap nodes. Default: none.
+    pub fn with_bootstrap(mut self, nodes: Vec<SocketAddrV4>) -> Self {
+        self.bootstrap = nodes;
+        self
+    }
+    /// `Some(true)` stays ephemeral, `Some(false)` becomes persistent at bootstrap, `None`
+    /// (the default) adapts.
+    pub fn with_ephemeral(mut self, e: Option<bool>) -> Self {
+        self.ephemeral = e;
+        self
+    }
+    /// Whether the server socket may be unreachable from outside. Default: true.
+    pub fn with_firewalled(mut self, f: bool) -> Self {
+        self.firewalled = f;
+        self
+    }
+    /// Our public address, known in advance (bootstrap servers). Default: learned from peers.
+    pub fn with_public_address(mut self, a: SocketAddrV4) -> Self {
+        self.public_address = Some(a);
+        self
+    }
+    /// Results buffered per streaming operation before the oldest is dropped. Default: 256.
+    pub fn with_results_buffer(mut self, n: usize) -> Self {
+        self.results_buffer = n.max(1);
+        self
+    }
+}
+
+/// A record set from one node during a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupItem {
+    /// The node that answered.
+    pub from: SocketAddrV4,
+    /// Its records.
+    pub peers: Vec<PeerRecord>,
+    /// The newest bump it knows.
+    pub bump: u64,
+}
+
+/// Facts about the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtInfo {
+    /// Routing id.
+    pub id: [u8; 32],
+    /// Server socket address (bound).
+    pub local_address: SocketAddrV4,
+    /// Our public address as peers report it.
+    pub public_address: Option<SocketAddrV4>,
+    /// Persistent (stores records for others).
+    pub persistent: bool,
+    /// Requests go out from the client socket.
+    pub firewalled: bool,
+    /// Bootstrap finished.
+    pub bootstrapped: bool,
+    /// Routing table size.
+    pub table_size: usize,
+}
+
+pub(super) fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(a) => a
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddrV4::new(ip, a.port())),
+    }
+}

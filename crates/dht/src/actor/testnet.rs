@@ -1,0 +1,71 @@
+//! [`Testnet`]: DHT nodes in this process for tests and the CLI.
+
+use super::*;
+
+/// N DHT nodes on 127.0.0.1 in this process, for tests and the CLI: the first is a
+/// persistent bootstrap node; the others bootstrap from it and become persistent.
+#[derive(Debug)]
+pub struct Testnet {
+    /// The nodes.
+    pub nodes: Vec<Dht>,
+    /// The bootstrap address to give other nodes.
+    pub bootstrap: Vec<SocketAddrV4>,
+}
+
+impl Testnet {
+    /// Starts `size` nodes (at least 1); the first binds `port` (0: any).
+    pub async fn new(size: usize, port: u16) -> Result<Testnet, Error> {
+        let host = Ipv4Addr::LOCALHOST;
+        let first_sock = std::net::UdpSocket::bind((host, port))?;
+        let first_addr = match first_sock.local_addr()? {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => return Err(Error::Bind(io::Error::other("not IPv4"))),
+        };
+        drop(first_sock);
+        let first = Dht::spawn(
+            DhtConfig::default()
+                .with_host(host)
+                .with_port(first_addr.port())
+                .with_ephemeral(Some(false))
+                .with_firewalled(false)
+                .with_public_address(first_addr),
+        )
+        .await?;
+        let bootstrap = vec![first_addr];
+        let mut nodes = vec![first];
+        for _ in 1..size.max(1) {
+            let n = Dht::spawn(
+                DhtConfig::default()
+                    .with_host(host)
+                    .with_bootstrap(bootstrap.clone())
+                    .with_ephemeral(Some(false))
+                    .with_firewalled(false),
+            )
+            .await?;
+            n.bootstrapped().await?;
+            nodes.push(n);
+        }
+        // A second pass lets early nodes learn about later ones.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Testnet { nodes, bootstrap })
+    }
+
+    /// A node that bootstraps from this testnet (ephemeral unless told otherwise).
+    pub async fn create_node(&self, config: DhtConfig) -> Result<Dht, Error> {
+        let n = Dht::spawn(
+            config
+                .with_host(Ipv4Addr::LOCALHOST)
+                .with_bootstrap(self.bootstrap.clone()),
+        )
+        .await?;
+        n.bootstrapped().await?;
+        Ok(n)
+    }
+
+    /// Stops every node.
+    pub async fn destroy(&self) {
+        for n in self.nodes.iter().rev() {
+            n.destroy().await;
+        }
+    }
+}
