@@ -95,7 +95,7 @@ fn lab(run: u64, server: Site, client: Site, link: LinkModel) -> Lab {
         net.run_for(Duration::from_millis(200));
     }
     net.run_for(Duration::from_secs(10));
-    let mut place = |net: &mut Network<HyperDht>,
+    let place = |net: &mut Network<HyperDht>,
                      site: Site,
                      pub_ip: Ipv4Addr,
                      shared: Option<usize>,

@@ -156,4 +156,4 @@ pub use config::{SocketConfig, StreamConfig};
 pub use error::{Error, IoError, ProtocolError};
 pub use instance::{Firewall, FirewallDecision, Udx, MAX_SOCKETS};
 pub use socket::{SocketId, SocketStats, UdxSocket};
-pub use stream::UdxStream;
+pub use stream::{StreamControl, UdxStream};

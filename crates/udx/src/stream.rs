@@ -33,11 +33,77 @@ use crate::socket::{SocketId, UdxSocket};
 pub struct UdxStream {
     shared: Arc<Shared>,
     id: u32,
+    /// A [`StreamControl`]'s inner handle: dropping it leaves the stream alone.
+    detached: bool,
+}
+
+/// A second handle on a stream for moving it between paths, held by whoever manages its
+/// path while the application owns the [`UdxStream`] (hyperdht's relay-to-direct upgrade).
+/// It cannot read or write the byte stream, and dropping it does not end the stream; once
+/// the stream is gone its calls fail with [`Error::SocketClosed`].
+#[derive(Debug)]
+pub struct StreamControl(UdxStream);
+
+impl StreamControl {
+    /// The stream's id.
+    pub fn id(&self) -> u32 {
+        self.0.id
+    }
+
+    /// The peer's stream id and address, once connected.
+    pub fn remote(&self) -> Option<(u32, SocketAddr)> {
+        self.0.remote()
+    }
+
+    /// The socket the stream is connected on.
+    pub fn socket_id(&self) -> Option<SocketId> {
+        self.0.socket_id()
+    }
+
+    /// As [`UdxStream::change_remote_via`].
+    pub async fn change_remote_via(
+        &self,
+        socket: &UdxSocket,
+        remote_id: u32,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        self.0.change_remote_via(socket, remote_id, addr).await
+    }
+
+    /// As [`UdxStream::try_send_message`].
+    pub fn try_send_message(&self, data: &[u8]) -> Result<(), Error> {
+        self.0.try_send_message(data)
+    }
+
+    /// As [`UdxStream::destroy`].
+    pub fn destroy(&self) {
+        self.0.destroy()
+    }
+
+    /// True while the stream exists and is not closed.
+    pub fn is_alive(&self) -> bool {
+        self.0
+            .with(false, |s| !s.stream.is_closed())
+            .unwrap_or(false)
+    }
 }
 
 impl UdxStream {
     pub(crate) fn new(shared: Arc<Shared>, id: u32) -> Self {
-        UdxStream { shared, id }
+        UdxStream {
+            shared,
+            id,
+            detached: false,
+        }
+    }
+
+    /// A [`StreamControl`] for this stream.
+    pub fn control(&self) -> StreamControl {
+        StreamControl(UdxStream {
+            shared: self.shared.clone(),
+            id: self.id,
+            detached: true,
+        })
     }
 
     /// Our stream id (the peer addresses its packets to it).
@@ -456,6 +522,9 @@ impl AsyncWrite for UdxStream {
 
 impl Drop for UdxStream {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         let nudge = {
             let mut st = self.shared.lock();
             if let Some(slot) = st.streams.get_mut(&self.id) {

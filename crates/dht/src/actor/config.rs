@@ -29,10 +29,37 @@ pub enum Error {
 pub struct Connection {
     /// The stream.
     pub stream: SecretStream<UdxStream>,
-    /// The remote's address.
+    /// The remote's address (the relay's, for a relayed connection).
     pub remote_address: SocketAddrV4,
     /// We connected (the Noise initiator).
     pub is_initiator: bool,
+    /// How the connection's packets travel (when it was made; a relayed connection may
+    /// move to a direct path later).
+    pub path: PathKind,
+    /// The blind-relay link of a relayed connection: it lives as long as this connection
+    /// (or until a direct path replaces it).
+    pub relay: Option<Arc<std::sync::Mutex<Option<RelayHold>>>>,
+}
+
+/// A NAT classification on a fresh socket ([`Dht::sample_nat`](super::Dht::sample_nat)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatSample {
+    /// The class.
+    pub nat: NatType,
+    /// The public addresses seen (`host:0` for a random NAT).
+    pub addresses: Vec<SocketAddrV4>,
+}
+
+/// The node's NAT as its dht-rpc layer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatStatus {
+    /// Open when the reachability check passed; else consistent or random from the
+    /// addresses other nodes see, unknown before enough of them answered.
+    pub nat: NatType,
+    /// Our public address as voted by other nodes (`host:0`: the NAT randomizes ports).
+    pub public_address: Option<SocketAddrV4>,
+    /// Unsolicited packets (probably) cannot reach the server socket.
+    pub firewalled: bool,
 }
 
 /// The future a [`Firewall`] returns.
@@ -141,6 +168,12 @@ pub struct DhtInfo {
     pub bootstrapped: bool,
     /// Routing table size.
     pub table_size: usize,
+    /// The NAT as the dht-rpc layer sees it.
+    pub nat: NatStatus,
+    /// Holepunch counters.
+    pub punches: crate::hyper::PunchStats,
+    /// Pool sockets open for punches in progress.
+    pub pool_sockets: usize,
 }
 
 pub(super) fn v4(a: SocketAddr) -> Option<SocketAddrV4> {

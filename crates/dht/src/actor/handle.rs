@@ -209,11 +209,24 @@ impl Dht {
         key_pair: &KeyPair,
         firewall: Option<Firewall>,
     ) -> Result<Server, Error> {
+        self.listen_with(key_pair, firewall, ListenOptions::default())
+            .await
+    }
+
+    /// [`Dht::listen`] with options: a blind relay to offer clients (`relay_through`),
+    /// whether to share LAN addresses and to punch.
+    pub async fn listen_with(
+        &self,
+        key_pair: &KeyPair,
+        firewall: Option<Firewall>,
+        options: ListenOptions,
+    ) -> Result<Server, Error> {
         let (id, connections, announced) = self
             .ask(Listen {
                 key_pair: key_pair.clone(),
                 firewall,
                 backlog: 64,
+                options,
             })
             .await?;
         let relay_addresses = announced.await.map_err(|_| Error::Shutdown)?;
@@ -234,14 +247,48 @@ impl Dht {
         remote_public_key: PublicKey,
         relay_addresses: Vec<SocketAddrV4>,
     ) -> Result<Connection, Error> {
+        let options = ConnectOptions {
+            relay_addresses,
+            ..Default::default()
+        };
+        self.connect_with(key_pair, remote_public_key, options).await
+    }
+
+    /// [`Dht::connect`] with options: `relay_through` (a blind relay to use when no direct
+    /// path or punch works, hyperdht's `relayThrough`), the LAN shortcut, fast open. The
+    /// connection reports the path it took ([`Connection::path`]).
+    pub async fn connect_with(
+        &self,
+        key_pair: &KeyPair,
+        remote_public_key: PublicKey,
+        options: ConnectOptions,
+    ) -> Result<Connection, Error> {
         let rx = self
             .ask(Connect {
                 key_pair: key_pair.clone(),
                 remote_public_key,
-                relay_addresses,
+                options,
             })
             .await?;
         rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Classifies this machine's NAT the way a connect does: a fresh socket asks a few DHT
+    /// nodes how they see it (hyperdht `nat.js`). Takes up to a few seconds.
+    pub async fn sample_nat(&self) -> Result<NatSample, Error> {
+        let rx = self.ask(SampleNat).await?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// The node's NAT as its dht-rpc layer sees it (no traffic; see [`Dht::sample_nat`]).
+    pub async fn nat(&self) -> Result<NatStatus, Error> {
+        Ok(self.info().await?.nat)
+    }
+
+    /// A UDX stream in this node's UDX instance, unconnected until the first packet for it
+    /// arrives (from `remote_id`'s owner), on any of the node's sockets.
+    pub async fn create_raw_stream(&self, remote_id: u32) -> Result<UdxStream, Error> {
+        self.ask(CreateRawStream { remote_id }).await?
     }
 
     /// Stops the node.

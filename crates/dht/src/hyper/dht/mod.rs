@@ -339,6 +339,14 @@ pub struct PunchStats {
     pub probes: u64,
     /// PEER_HOLEPUNCH messages forwarded for others.
     pub routed: u64,
+    /// Blind-relay pairings started.
+    pub relay_attempts: u64,
+    /// Pairings that succeeded.
+    pub relay_successes: u64,
+    /// Pairings that failed or timed out.
+    pub relay_aborts: u64,
+    /// Relayed connections that moved to a direct path.
+    pub relay_upgrades: u64,
 }
 
 /// Summary of a finished operation.
@@ -785,6 +793,25 @@ impl HyperDht {
             .map(Puncher::probes_sent)
             .sum::<u64>();
         s
+    }
+
+    /// Counts a blind-relay pairing the driver started.
+    pub fn note_relaying(&mut self) {
+        self.punch_stats.relay_attempts += 1;
+    }
+
+    /// Counts the outcome of a blind-relay pairing.
+    pub fn note_relay_result(&mut self, ok: bool) {
+        if ok {
+            self.punch_stats.relay_successes += 1;
+        } else {
+            self.punch_stats.relay_aborts += 1;
+        }
+    }
+
+    /// Counts a relayed connection that moved to a direct path.
+    pub fn note_upgrade(&mut self) {
+        self.punch_stats.relay_upgrades += 1;
     }
 
     /// Pool sockets open (punches in progress hold them).
