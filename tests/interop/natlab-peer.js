@@ -22,6 +22,14 @@
 //   --relay-through KEY  connect/listen through this blind relay (hyperdht relayThrough)
 //   --timeout S          connect: give up after S seconds (`error TIMEOUT <ms>`), default 60
 //   --host IP, --port P  testnet only: where the nodes bind (defaults 127.0.0.1, 49737)
+//   --walk-delay MS      testnet only: answer dht-rpc's FIND_NODE (the bootstrap and refresh
+//                        walk) after MS ms (default 0); every other command at once. On the
+//                        internet a bootstrap walk takes several round trips, and dht-rpc's
+//                        quick PING_NAT to the first node that answered comes back before it
+//                        ends; a 5-node DHT with no latency ends the walk in the same
+//                        instant, testNat is still false, and a JS peer on an open host stays
+//                        firewalled. This restores the order without delaying hyperdht's
+//                        own commands (FIND_PEER, ANNOUNCE, PEER_HANDSHAKE, PEER_HOLEPUNCH).
 //
 // Every role except testnet runs hyperdht with its DEFAULT options apart from `bootstrap`, as
 // real applications do: firewalled, ephemeral, adaptive, bound to 0.0.0.0.
@@ -34,13 +42,16 @@
 //       per-connection classification of lib/nat.js.
 //   `stats <json>` at exit: dht.stats.punches and dht.stats.relaying.
 // `path` kinds (client): open (server OPEN, dialled directly), passive (client OPEN, the server
-// dialled us), lan (a private address won: the LAN shortcut), consistent / random (the
-// holepunch strategy that won), relay (through the blind relay), unknown.
+// dialled us), lan (a private address won: the LAN shortcut), fastopen (a holepunch socket
+// won in round 0, before a strategy ran: the server pinged back at once), consistent /
+// random (the holepunch strategy that ran, dht.stats.punches), relay (through the blind
+// relay), unknown.
 // Listen and relay exit on SIGINT/SIGTERM or when stdin ends.
 'use strict'
 const DHT = require('hyperdht')
 const Holepuncher = require('hyperdht/lib/holepuncher')
 const { FIREWALL } = require('hyperdht/lib/constants')
+const { FIND_NODE } = require('dht-rpc/lib/commands')
 const BlindRelay = require('blind-relay')
 const { isPrivate } = require('bogon')
 const b4a = require('b4a')
@@ -56,7 +67,7 @@ function usage (msg) {
 }
 
 function parseArgs (argv) {
-  const o = { bootstrap: [], hosts: [], port: 49737, timeout: 60, seed: null, relayThrough: null, role: null, key: null }
+  const o = { bootstrap: [], hosts: [], port: 49737, walkDelay: 0, timeout: 60, seed: null, relayThrough: null, role: null, key: null }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const next = () => {
@@ -73,6 +84,7 @@ function parseArgs (argv) {
     else if (a === '--timeout') o.timeout = Number(next())
     else if (a === '--host') o.hosts.push(next())
     else if (a === '--port') o.port = Number(next())
+    else if (a === '--walk-delay') o.walkDelay = Number(next())
     else if (a.startsWith('--')) usage('unknown option ' + a)
     else if (!o.role) o.role = a
     else if (!o.key) o.key = a
@@ -185,7 +197,11 @@ function pathKind (dht, socket, before, relaySockets) {
   if (p.open > before.open) return 'open'
   if (p.random > before.random) return 'random'
   if (p.consistent > before.consistent) return 'consistent'
-  if (raw.socket === dht.io.serverSocket && dht.remoteAddress()) return 'passive'
+  const dhtSocket = raw.socket === dht.io.serverSocket || raw.socket === dht.io.clientSocket
+  if (dhtSocket && dht.remoteAddress()) return 'passive'
+  // A holepunch socket that won before any strategy ran: the server answered the round-0
+  // probe at once (it is consistent and the probe came to one of its own addresses).
+  if (!dhtSocket) return 'fastopen'
   return 'unknown'
 }
 
@@ -247,6 +263,15 @@ async function connect (o) {
   })
 }
 
+// Answers internal FIND_NODE requests after `ms` (see --walk-delay).
+function delayWalk (node, ms) {
+  const onrequest = node.io.onrequest
+  node.io.onrequest = (req, external) => {
+    if (req.internal && req.command === FIND_NODE) setTimeout(() => onrequest(req, external), ms)
+    else onrequest(req, external)
+  }
+}
+
 async function testnet (o) {
   const hosts = o.hosts.length ? o.hosts : ['127.0.0.1']
   const nodes = []
@@ -258,6 +283,7 @@ async function testnet (o) {
     nodes.push(node)
     say(`bootstrap ${host}:${node.address().port}`)
   }
+  if (o.walkDelay > 0) for (const node of nodes) delayWalk(node, o.walkDelay)
   say('ready')
   const stop = async () => {
     const force = setTimeout(() => process.exit(0), 2000)
