@@ -109,10 +109,22 @@ pub fn ensure_tools() -> Result<(), Error> {
         return Ok(());
     }
     eprintln!("natlab: installing nftables and iproute2");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
     let install = ["install", "-y", "-q", "nftables", "iproute2"];
-    if run("apt-get", &install).is_err() {
-        run("apt-get", &["update", "-q"])?;
-        run("apt-get", &install)?;
+    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    if !installed {
+        return Err(Error::Setup(
+            "apt-get install nftables iproute2 failed".into(),
+        ));
     }
     if has("ip", "-V") && has("nft", "--version") {
         Ok(())

@@ -145,6 +145,19 @@ fn main() -> ExitCode {
         v
     };
 
+    let c = &args.cfg.commands;
+    let templates = [&c.listen, &c.connect, &c.relay, &args.cfg.dht_command];
+    if templates.iter().any(|t| t.contains("{corenet}")) {
+        let path = corenet_natlab::repo_root().join(&args.cfg.corenet);
+        if !path.exists() {
+            eprintln!(
+                "natlab: {} does not exist: build it (cargo build -p corenet-cli) or pass --corenet PATH",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+
     let started = Instant::now();
     let mut lab = match Lab::new() {
         Ok(l) => l,

@@ -423,7 +423,7 @@ impl Peer {
         &self.log
     }
 
-    /// SIGTERM, up to [`STOP_GRACE`] to exit (reading its last lines), then SIGKILL.
+    /// SIGTERM, up to 3 s to exit (reading its last lines), then SIGKILL.
     pub fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             self.wait_exit(Instant::now());
