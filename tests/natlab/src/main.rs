@@ -207,7 +207,7 @@ fn main() -> ExitCode {
 
     println!("\n{}", report::table(&summaries));
     println!(
-        "firewall classes (nat lines: stage local/remote):\n{}",
+        "firewall classes (node: dht-rpc self view; nat: holepunch stage local/remote):\n{}",
         report::classes(&summaries)
     );
     println!(

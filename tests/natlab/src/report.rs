@@ -25,6 +25,9 @@ pub struct Summary {
     pub min: Option<f64>,
     /// See `median`.
     pub max: Option<f64>,
+    /// Median of connect call to first echoed byte, over connected runs (for a relayed
+    /// connection `open` comes before any byte went through the relay).
+    pub echo_median: Option<f64>,
     /// Outcome or error code -> count, for runs that did not connect.
     pub codes: Vec<(String, usize)>,
     /// Client path kind -> count.
@@ -33,6 +36,15 @@ pub struct Summary {
     pub client_nat: Vec<(String, usize)>,
     /// Server `nat` line -> count.
     pub server_nat: Vec<(String, usize)>,
+    /// Client `node` line (dht-rpc's self view: firewalled, randomized) -> count.
+    pub client_node: Vec<(String, usize)>,
+    /// Server `node` line -> count.
+    pub server_node: Vec<(String, usize)>,
+}
+
+/// The `node` line without its address (the port differs per run).
+fn node_class(line: &str) -> &str {
+    line.find(" address=").map_or(line, |i| &line[..i])
 }
 
 fn tally<'a>(items: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
@@ -75,6 +87,11 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
         })
         .filter_map(|r| r.ms)
         .collect();
+    let mut echoes: Vec<f64> = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Connected)
+        .filter_map(|r| r.echo_ms)
+        .collect();
     let expected_runs = results.iter().filter(|r| r.expected).count();
     let ok = !results.is_empty()
         && if loss == 0 {
@@ -98,6 +115,7 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
         min: timed.iter().copied().reduce(f64::min),
         max: timed.iter().copied().reduce(f64::max),
         median: median(&mut timed),
+        echo_median: median(&mut echoes),
         codes: tally(
             results
                 .iter()
@@ -119,6 +137,16 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
             results
                 .iter()
                 .flat_map(|r| r.server_nat.iter().map(String::as_str)),
+        ),
+        client_node: tally(
+            results
+                .iter()
+                .filter_map(|r| r.client_node.as_deref().map(node_class)),
+        ),
+        server_node: tally(
+            results
+                .iter()
+                .filter_map(|r| r.server_node.as_deref().map(node_class)),
         ),
     }
 }
@@ -144,8 +172,8 @@ fn counts(v: &[(String, usize)]) -> String {
 /// The summary table, one topology per line.
 pub fn table(summaries: &[Summary]) -> String {
     let mut s = format!(
-        "{:<20} {:>7} {:>9} {:>9} {:>9}  {:<4} {}\n",
-        "topology", "ok/runs", "median", "min", "max", "pass", "paths / errors"
+        "{:<20} {:>7} {:>9} {:>9} {:>9} {:>9}  {:<4} {}\n",
+        "topology", "ok/runs", "median", "min", "max", "echo med", "pass", "paths / errors"
     );
     for x in summaries {
         let detail = if x.successes > 0 {
@@ -159,12 +187,13 @@ pub fn table(summaries: &[Summary]) -> String {
             String::new()
         };
         s += &format!(
-            "{:<20} {:>7} {:>9} {:>9} {:>9}  {:<4} {}{}\n",
+            "{:<20} {:>7} {:>9} {:>9} {:>9} {:>9}  {:<4} {}{}\n",
             x.topology,
             format!("{}/{}", x.successes, x.runs),
             ms(x.median),
             ms(x.min),
             ms(x.max),
+            ms(x.echo_median),
             if x.ok { "yes" } else { "NO" },
             detail,
             extra
@@ -173,20 +202,23 @@ pub fn table(summaries: &[Summary]) -> String {
     s
 }
 
-/// The firewall classes the peers reported, per topology.
+/// The firewall classes the peers reported, per topology: dht-rpc's view of the node
+/// (`node`) and the holepuncher's per-connection classes (`nat`).
 pub fn classes(summaries: &[Summary]) -> String {
-    summaries
-        .iter()
-        .map(|x| {
-            format!(
-                "{:<20} client: {}\n{:<20} server: {}\n",
-                x.topology,
-                counts(&x.client_nat),
-                "",
-                counts(&x.server_nat)
-            )
-        })
-        .collect()
+    let mut s = String::new();
+    for x in summaries {
+        s += &format!(
+            "{:<20} server node: {}\n",
+            x.topology,
+            counts(&x.server_node)
+        );
+        s += &format!("{:<20} client node: {}\n", "", counts(&x.client_node));
+        if !x.server_nat.is_empty() || !x.client_nat.is_empty() {
+            s += &format!("{:<20} server nat:  {}\n", "", counts(&x.server_nat));
+            s += &format!("{:<20} client nat:  {}\n", "", counts(&x.client_nat));
+        }
+    }
+    s
 }
 
 /// A JSON string literal.
@@ -244,10 +276,11 @@ pub fn json(meta: &str, summaries: &[Summary], results: &[RunResult]) -> String 
         .iter()
         .map(|x| {
             format!(
-                "{{\"topology\":{},\"expect\":{},\"runs\":{},\"successes\":{},\"expected_runs\":{},\"ok\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"codes\":{},\"paths\":{},\"client_nat\":{},\"server_nat\":{}}}",
+                "{{\"topology\":{},\"expect\":{},\"runs\":{},\"successes\":{},\"expected_runs\":{},\"ok\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"echo_median_ms\":{},\"codes\":{},\"paths\":{},\"client_nat\":{},\"server_nat\":{},\"client_node\":{},\"server_node\":{}}}",
                 json_str(&x.topology), json_str(&x.expect), x.runs, x.successes, x.expected_runs, x.ok,
-                opt_num(x.median), opt_num(x.min), opt_num(x.max),
-                tally_obj(&x.codes), tally_obj(&x.paths), tally_obj(&x.client_nat), tally_obj(&x.server_nat)
+                opt_num(x.median), opt_num(x.min), opt_num(x.max), opt_num(x.echo_median),
+                tally_obj(&x.codes), tally_obj(&x.paths), tally_obj(&x.client_nat), tally_obj(&x.server_nat),
+                tally_obj(&x.client_node), tally_obj(&x.server_node)
             )
         })
         .collect();
