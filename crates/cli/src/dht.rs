@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::time::Duration;
 
-use corenet_codec::Topic;
+use corenet_codec::{PublicKey, Topic};
+use corenet_dht::hyper::nat::NatType;
+use corenet_dht::hyper::{ConnectOptions, ListenOptions};
+use corenet_dht::relay::RelayServer;
 use corenet_dht::{Dht, DhtConfig, Testnet};
 use corenet_noise::KeyPair;
 
@@ -88,11 +91,13 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// `corenet testnet`.
-pub(crate) async fn testnet(nodes: usize, port: u16) -> Result<(), CliError> {
+pub(crate) async fn testnet(nodes: usize, host: Ipv4Addr, port: u16) -> Result<(), CliError> {
     if nodes == 0 {
         return Err(CliError::Usage("--nodes must be at least 1".into()));
     }
-    let t = Testnet::new(nodes, port).await.map_err(CliError::runtime)?;
+    let t = Testnet::with_host(nodes, host, port)
+        .await
+        .map_err(CliError::runtime)?;
     for b in &t.bootstrap {
         println!("bootstrap {b}");
     }
@@ -160,16 +165,22 @@ pub(crate) async fn lookup(
 }
 
 /// `corenet listen` over the DHT: announced for find-peer; pipes the first connection, or
-/// echoes every connection with `echo`.
+/// echoes every connection with `echo`. Each connection prints
+/// `connection <public-key> <address> <path>` on stderr.
 pub(crate) async fn listen(
     host: Ipv4Addr,
     bootstrap: Vec<SocketAddrV4>,
     key_pair: KeyPair,
     echo: bool,
+    relay_through: Option<PublicKey>,
 ) -> Result<(), CliError> {
     let dht = node(host, bootstrap).await?;
+    let options = ListenOptions {
+        relay_through,
+        ..Default::default()
+    };
     let mut server = dht
-        .listen(&key_pair, None)
+        .listen_with(&key_pair, None, options)
         .await
         .map_err(CliError::runtime)?;
     println!("listening {}", key_pair.public_key());
@@ -180,16 +191,19 @@ pub(crate) async fn listen(
         };
         let Some(conn) = conn else { break };
         let remote = conn.stream.remote_public_key();
+        eprintln!("connection {remote} {} {}", conn.remote_address, conn.path);
         if echo {
-            eprintln!("connection {remote} {}", conn.remote_address);
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
+                // The relay link (if any) lives as long as the connection.
+                let _relay = conn.relay;
                 let (mut r, mut w) = tokio::io::split(conn.stream);
                 let _ = tokio::io::copy(&mut r, &mut w).await;
                 let _ = w.shutdown().await;
             });
         } else {
             eprintln!("connected {remote}");
+            let _relay = conn.relay;
             let r = crate::tcp::pipe(conn.stream).await;
             server.close().await;
             dht.destroy().await;
@@ -201,20 +215,79 @@ pub(crate) async fn listen(
     Ok(())
 }
 
-/// `corenet connect <public-key>` over the DHT.
+/// `corenet connect <public-key>` over the DHT: prints `connected <public-key>` and
+/// `path <direct|lan|holepunch|relay> <ms>` (time from the connect call to the open
+/// stream) on stderr, then pipes stdin/stdout.
 pub(crate) async fn connect(
     host: Ipv4Addr,
     bootstrap: Vec<SocketAddrV4>,
     key_pair: KeyPair,
-    remote: corenet_codec::PublicKey,
+    remote: PublicKey,
+    relay_through: Option<PublicKey>,
 ) -> Result<(), CliError> {
     let dht = node(host, bootstrap).await?;
+    let options = ConnectOptions {
+        relay_through,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
     let conn = dht
-        .connect(&key_pair, remote, Vec::new())
+        .connect_with(&key_pair, remote, options)
         .await
-        .map_err(CliError::runtime)?;
+        .map_err(|e| match e {
+            corenet_dht::Error::Connect(c) => CliError::Runtime(format!("{c} ({})", c.code())),
+            other => CliError::runtime(other),
+        })?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
     eprintln!("connected {}", conn.stream.remote_public_key());
+    eprintln!("path {} {ms:.1}", conn.path);
+    let _relay = conn.relay;
     let r = crate::tcp::pipe(conn.stream).await;
     dht.destroy().await;
     r
+}
+
+/// `corenet nat`: samples this machine's NAT on a fresh socket through the DHT.
+pub(crate) async fn nat(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result<(), CliError> {
+    let dht = node(host, bootstrap).await?;
+    let sample = dht.sample_nat().await.map_err(CliError::runtime)?;
+    let status = dht.nat().await.map_err(CliError::runtime)?;
+    // The dht-rpc check knows OPEN (reachable) better than a per-socket sample can.
+    let nat = if status.nat == NatType::Open {
+        NatType::Open
+    } else {
+        sample.nat
+    };
+    let addr = match nat {
+        NatType::Open => status.public_address,
+        _ => sample.addresses.first().copied(),
+    };
+    match addr {
+        Some(a) => println!("nat {nat} {a}"),
+        None => println!("nat {nat}"),
+    }
+    dht.destroy().await;
+    Ok(())
+}
+
+/// `corenet relay`: a blind relay on the DHT until SIGINT/SIGTERM.
+pub(crate) async fn relay(
+    host: Ipv4Addr,
+    bootstrap: Vec<SocketAddrV4>,
+    key_pair: KeyPair,
+) -> Result<(), CliError> {
+    let dht = node(host, bootstrap).await?;
+    let relay = RelayServer::start(dht.clone(), key_pair)
+        .await
+        .map_err(CliError::runtime)?;
+    println!("relay {}", relay.public_key());
+    shutdown_signal().await;
+    let s = relay.stats();
+    eprintln!(
+        "relayed: {} sessions, {} pairings matched, {} cancelled",
+        s.sessions_accepted, s.pairings_matched, s.pairings_cancelled
+    );
+    relay.close().await;
+    dht.destroy().await;
+    Ok(())
 }

@@ -53,6 +53,10 @@ enum Command {
         /// Echo every connection's bytes back instead of piping the first to stdin/stdout.
         #[arg(long)]
         echo: bool,
+        /// Offer this blind relay to clients that cannot reach us directly or by a punch
+        /// (hyperdht `relayThrough`).
+        #[arg(long, value_name = "PUBLIC-KEY")]
+        relay_through: Option<PublicKey>,
     },
     /// Connect and pipe stdin/stdout over an encrypted stream.
     Connect {
@@ -65,16 +69,27 @@ enum Command {
         /// With --tcp: refuse the stream unless the server proves this key.
         #[arg(long, value_name = "HEX")]
         remote_key: Option<PublicKey>,
+        /// Relay through this blind relay when no direct path or punch works (hyperdht
+        /// `relayThrough`).
+        #[arg(long, value_name = "PUBLIC-KEY")]
+        relay_through: Option<PublicKey>,
     },
-    /// Run DHT nodes on this machine; prints `bootstrap <ip:port>` then `ready`.
+    /// Run DHT nodes on this machine (on --host, 127.0.0.1 when it is 0.0.0.0); prints
+    /// `bootstrap <ip:port>` then `ready`.
     Testnet {
         /// Number of nodes.
         #[arg(long, default_value_t = 10)]
         nodes: usize,
-        /// Port of the first (bootstrap) node; 0 picks one.
-        #[arg(long, default_value_t = 49737)]
-        port: u16,
+        /// Port of the first (bootstrap) node (default: any free port).
+        #[arg(long)]
+        port: Option<u16>,
     },
+    /// Classify this machine's NAT through the DHT the way a connect does; prints
+    /// `nat <unknown|open|consistent|random> [<host:port>]`.
+    Nat,
+    /// Serve as a blind relay on the DHT (for JS and Rust peers); prints `relay <public-key>`,
+    /// runs until SIGINT/SIGTERM.
+    Relay,
     /// Announce this identity under a topic; prints `announced <topic> <public-key>`, keeps
     /// the record fresh and unannounces on SIGINT/SIGTERM.
     Announce {
@@ -228,7 +243,16 @@ fn init_tracing(verbose: u8) {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Testnet { nodes, port } => return dht::testnet(nodes, port).await,
+        Command::Testnet { nodes, port } => {
+            let host = match cli.host {
+                IpAddr::V4(h) if h.is_unspecified() => std::net::Ipv4Addr::LOCALHOST,
+                IpAddr::V4(h) => h,
+                IpAddr::V6(_) => {
+                    return Err(CliError::Usage("--host must be an IPv4 address".into()))
+                }
+            };
+            return dht::testnet(nodes, host, port.unwrap_or(0)).await;
+        }
         Command::Demo { size } => return e2e::demo(size.max(1)).await,
         Command::Bench {
             json,
@@ -298,14 +322,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             println!("public-key {}", key_pair.public_key());
             Ok(())
         }
+        Command::Nat => dht::nat(host, bootstrap).await,
+        Command::Relay => dht::relay(host, bootstrap, key_pair).await,
         Command::Listen {
             tcp: Some(addr),
             echo,
+            ..
         } => tcp::listen(&addr, echo, key_pair).await,
         Command::Connect {
             public_key,
             tcp: Some(addr),
             remote_key,
+            ..
         } => {
             let expect = match (public_key, remote_key) {
                 (Some(a), Some(b)) if a != b => {
@@ -317,18 +345,23 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             tcp::connect(&addr, expect, key_pair).await
         }
-        Command::Listen { tcp: None, echo } => dht::listen(host, bootstrap, key_pair, echo).await,
+        Command::Listen {
+            tcp: None,
+            echo,
+            relay_through,
+        } => dht::listen(host, bootstrap, key_pair, echo, relay_through).await,
         Command::Connect {
             public_key,
             tcp: None,
             remote_key,
+            relay_through,
         } => {
             let Some(pk) = public_key.or(remote_key) else {
                 return Err(CliError::Usage(
                     "connect needs the server's public key (or --tcp ADDR)".into(),
                 ));
             };
-            dht::connect(host, bootstrap, key_pair, pk).await
+            dht::connect(host, bootstrap, key_pair, pk, relay_through).await
         }
     }
 }

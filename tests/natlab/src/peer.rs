@@ -59,13 +59,12 @@ impl Commands {
         }
     }
 
-    /// The `corenet` CLI (`{corenet}` is its path). It has no relay role yet: the relay stays
-    /// the JS one.
+    /// The `corenet` CLI (`{corenet}` is its path), each process with a fresh identity.
     pub fn rust() -> Commands {
         Commands {
-            listen: "{corenet} {bootstrap_args} listen --echo".into(),
-            connect: "{corenet} {bootstrap_args} connect {key}".into(),
-            relay: Commands::js().relay,
+            listen: "{corenet} --seed {seed} {bootstrap_args} listen --echo {relay_args}".into(),
+            connect: "{corenet} --seed {seed} {bootstrap_args} connect {key} {relay_args}".into(),
+            relay: "{corenet} --seed {seed} {bootstrap_args} relay".into(),
         }
     }
 
@@ -124,6 +123,11 @@ impl Vars<'_> {
                         out.push(r.into());
                     }
                 }
+                "{seed}" => {
+                    // A fresh identity per peer process (the CLI would otherwise share one
+                    // kept under the user's data directory).
+                    out.push(fresh_seed());
+                }
                 "{hosts}" => {
                     for h in self.dht_hosts {
                         out.push("--host".into());
@@ -153,6 +157,22 @@ impl Vars<'_> {
         }
         out
     }
+}
+
+/// 32 random bytes in hex, from the OS (no dependency: /dev/urandom).
+fn fresh_seed() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // Unique enough for a lab run: time and pid.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b[..16].copy_from_slice(&t.to_le_bytes());
+        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One line a peer printed.
@@ -231,9 +251,16 @@ impl Event {
         if stdout && line == PING_LINE {
             return Event::Echo(None);
         }
-        if line.starts_with("error:") {
+        if let Some(msg) = line.strip_prefix("error:") {
+            // The CLI ends a connect error with its JS code in parentheses.
+            let code = msg
+                .trim()
+                .rsplit_once('(')
+                .and_then(|(_, c)| c.strip_suffix(')'))
+                .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+                .unwrap_or("ERROR");
             return Event::Error {
-                code: "ERROR".into(),
+                code: code.into(),
                 ms: None,
             };
         }

@@ -85,6 +85,7 @@ pub struct DhtConfig {
     pub(super) firewalled: bool,
     pub(super) public_address: Option<SocketAddrV4>,
     pub(super) results_buffer: usize,
+    pub(super) quick_firewall: bool,
 }
 
 impl Default for DhtConfig {
@@ -97,6 +98,7 @@ impl Default for DhtConfig {
             firewalled: true,
             public_address: None,
             results_buffer: 256,
+            quick_firewall: true,
         }
     }
 }
@@ -131,6 +133,14 @@ impl DhtConfig {
     /// Our public address, known in advance (bootstrap servers). Default: learned from peers.
     pub fn with_public_address(mut self, a: SocketAddrV4) -> Self {
         self.public_address = Some(a);
+        self
+    }
+    /// Run dht-rpc's quick reachability check while bootstrapping (a PING_NAT to the first
+    /// node that answers). Default: true. Off, a node stays firewalled until its slower
+    /// stability check (about 20 minutes): tests use it to make loopback peers behave as
+    /// if behind a NAT.
+    pub fn with_quick_firewall(mut self, on: bool) -> Self {
+        self.quick_firewall = on;
         self
     }
     /// Results buffered per streaming operation before the oldest is dropped. Default: 256.

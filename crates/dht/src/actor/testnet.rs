@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// N DHT nodes on 127.0.0.1 in this process, for tests and the CLI: the first is a
-/// persistent bootstrap node; the others bootstrap from it and become persistent.
+/// N DHT nodes in this process, for tests and the CLI (@hyperswarm/testnet): the first is a
+/// persistent bootstrap node; the others bootstrap from it and become persistent. On
+/// 127.0.0.1 unless told a host ([`Testnet::with_host`]).
 #[derive(Debug)]
 pub struct Testnet {
     /// The nodes.
@@ -13,9 +14,20 @@ pub struct Testnet {
 }
 
 impl Testnet {
-    /// Starts `size` nodes (at least 1); the first binds `port` (0: any).
+    /// Starts `size` nodes (at least 1) on 127.0.0.1; the first binds `port` (0: any).
     pub async fn new(size: usize, port: u16) -> Result<Testnet, Error> {
-        let host = Ipv4Addr::LOCALHOST;
+        Self::with_host(size, Ipv4Addr::LOCALHOST, port).await
+    }
+
+    /// Starts `size` nodes on `host` (an address of this machine other nodes can reach:
+    /// not 0.0.0.0, since it is the nodes' advertised address); the first binds `port`.
+    pub async fn with_host(size: usize, host: Ipv4Addr, port: u16) -> Result<Testnet, Error> {
+        if host.is_unspecified() {
+            return Err(Error::Bind(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a testnet needs a concrete host address, not 0.0.0.0",
+            )));
+        }
         let first_sock = std::net::UdpSocket::bind((host, port))?;
         let first_addr = match first_sock.local_addr()? {
             SocketAddr::V4(a) => a,
@@ -50,11 +62,13 @@ impl Testnet {
         Ok(Testnet { nodes, bootstrap })
     }
 
-    /// A node that bootstraps from this testnet (ephemeral unless told otherwise).
+    /// A node that bootstraps from this testnet (ephemeral unless told otherwise), on the
+    /// testnet's host.
     pub async fn create_node(&self, config: DhtConfig) -> Result<Dht, Error> {
+        let host = self.bootstrap.first().map_or(Ipv4Addr::LOCALHOST, |a| *a.ip());
         let n = Dht::spawn(
             config
-                .with_host(Ipv4Addr::LOCALHOST)
+                .with_host(host)
                 .with_bootstrap(self.bootstrap.clone()),
         )
         .await?;

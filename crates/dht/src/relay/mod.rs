@@ -23,3 +23,8 @@ pub const PROTOCOL: &str = "blind-relay";
 pub const MSG_PAIR: u64 = 0;
 /// Message type of `unpair`.
 pub const MSG_UNPAIR: u64 = 1;
+
+#[cfg(feature = "actor")]
+mod server;
+#[cfg(feature = "actor")]
+pub use server::{RelayServer, RelayStats, MAX_SESSIONS};
