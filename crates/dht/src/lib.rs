@@ -39,5 +39,8 @@ pub const DEFAULT_BOOTSTRAP: [std::net::SocketAddrV4; 3] = [
 
 #[cfg(feature = "actor")]
 pub use actor::{
-    Connection, Dht, DhtActor, DhtConfig, DhtInfo, Error, Firewall, LookupItem, Server, Testnet,
+    Connection, Dht, DhtActor, DhtConfig, DhtInfo, Error, Firewall, LookupItem, NatSample,
+    NatStatus, RelayHold, RelayLink, Server, Testnet,
 };
+pub use hyper::nat::NatType;
+pub use hyper::{ConnectError, ConnectOptions, ListenOptions, PathKind, PunchStats};

@@ -153,6 +153,8 @@ pub struct Peer {
     pub remote_address: SocketAddrV4,
     /// How the connection travels.
     pub transport: Transport,
+    /// Which path its packets took when it opened (direct, LAN, punched, relayed).
+    pub path: corenet_dht::PathKind,
     /// We dialled it.
     pub is_initiator: bool,
     /// The connection's channel multiplexer (replication and extensions run over it).
@@ -206,6 +208,7 @@ pub struct NetworkerBuilder {
     max_peers: Option<usize>,
     host: Option<std::net::Ipv4Addr>,
     dht: Option<corenet_dht::Dht>,
+    relay_through: Option<PublicKey>,
 }
 
 impl std::fmt::Debug for NetworkerBuilder {
@@ -261,6 +264,12 @@ impl NetworkerBuilder {
         self.dht = Some(dht);
         self
     }
+    /// A blind relay for peers we cannot reach directly or by a punch (hyperswarm
+    /// `relayThrough`; see [`corenet_swarm::SwarmBuilder::relay_through`]). Default: none.
+    pub fn relay_through(mut self, relay: PublicKey) -> Self {
+        self.relay_through = Some(relay);
+        self
+    }
 
     /// Starts the networker: restores the persisted configuration and identity, joins the
     /// swarm, and replicates the corestore with every peer.
@@ -296,6 +305,9 @@ impl NetworkerBuilder {
         }
         if let Some(f) = self.firewall {
             sb = sb.firewall(f);
+        }
+        if let Some(r) = self.relay_through {
+            sb = sb.relay_through(r);
         }
         if let Some(n) = self.max_peers {
             sb = sb.max_peers(n);
@@ -615,6 +627,7 @@ impl Networker {
             remote_public_key: info.remote_public_key,
             remote_address: info.remote_address,
             transport: info.transport,
+            path: info.path,
             is_initiator: info.is_initiator,
             connection: mux.clone(),
             connection_id: id,
@@ -700,6 +713,7 @@ mod tests {
             remote_public_key: key,
             remote_address: SocketAddrV4::new([127, 0, 0, 1].into(), 4000 + id as u16),
             transport: Transport::Udx,
+            path: corenet_dht::PathKind::Direct,
             is_initiator: false,
             connection: mux().await,
             connection_id: id,

@@ -23,6 +23,8 @@ pub struct StartDial {
     pub public_key: PublicKey,
     /// Nodes that forward handshakes to it.
     pub relay_addresses: Vec<SocketAddrV4>,
+    /// Dial through the swarm's relay whatever our NAT.
+    pub force_relay: bool,
 }
 
 /// A lookup found a peer under a topic.
@@ -94,6 +96,8 @@ pub enum ConnectionChanged {
     ServerOpened(PublicKey),
     /// An accepted connection closed.
     ServerClosed(PublicKey),
+    /// A dial failed in a way only a relay gets around: dial it through the relay next.
+    ForceRelaying(PublicKey),
 }
 
 /// `Flush`: resolves once every peer queued so far has been dialled.
@@ -148,12 +152,14 @@ impl DialerActor {
                 DialAction::Dial {
                     public_key,
                     relay_addresses,
+                    force_relay,
                 } => {
                     if self
                         .swarm
                         .try_send(StartDial {
                             public_key,
                             relay_addresses,
+                            force_relay,
                         })
                         .is_err()
                     {
@@ -259,6 +265,7 @@ impl Handler<ConnectionChanged> for DialerActor {
             }
             ConnectionChanged::ServerOpened(pk) => self.core.server_opened(&pk),
             ConnectionChanged::ServerClosed(pk) => self.core.server_closed(now, &pk),
+            ConnectionChanged::ForceRelaying(pk) => self.core.force_relaying(&pk),
         }
         self.drive(ctx);
     }

@@ -180,6 +180,8 @@ pub struct PeerConnection {
     pub is_initiator: bool,
     /// How.
     pub transport: Transport,
+    /// Which path its packets took when it opened (direct, LAN, punched, relayed).
+    pub path: corenet_dht::PathKind,
 }
 
 /// What happens in the swarm.
@@ -251,6 +253,7 @@ pub struct SwarmBuilder {
     max_server_connections: Option<usize>,
     firewall: Option<Firewall>,
     host: Option<std::net::Ipv4Addr>,
+    relay_through: Option<PublicKey>,
 }
 
 impl std::fmt::Debug for SwarmBuilder {
@@ -311,6 +314,16 @@ impl SwarmBuilder {
         self
     }
 
+    /// A blind relay for the peers we cannot reach directly or by a punch (hyperswarm
+    /// `relayThrough`): dials use it once a punch failed with HOLEPUNCH_ABORTED,
+    /// HOLEPUNCH_DOUBLE_RANDOMIZED_NATS, CANNOT_HOLEPUNCH or REMOTE_NOT_HOLEPUNCHABLE, and
+    /// from the start while our NAT randomizes ports; as a server we offer it while our NAT
+    /// randomizes ports. Default: none (no relaying).
+    pub fn relay_through(mut self, relay: PublicKey) -> Self {
+        self.relay_through = Some(relay);
+        self
+    }
+
     /// Starts the swarm (and its DHT node unless one was given).
     pub async fn build(self) -> Result<Swarm, Error> {
         let key_pair = self.key_pair.unwrap_or_else(KeyPair::generate);
@@ -346,6 +359,7 @@ impl SwarmBuilder {
         let settings = SwarmSettings {
             max_server_connections: self.max_server_connections.unwrap_or(usize::MAX),
             firewall: self.firewall,
+            relay_through: self.relay_through,
         };
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(1024);
@@ -525,6 +539,18 @@ impl Swarm {
     /// Our key pair.
     pub fn key_pair(&self) -> &KeyPair {
         &self.inner.key_pair
+    }
+
+    /// The NAT as the swarm's DHT node sees it (no traffic; see
+    /// [`corenet_dht::Dht::sample_nat`] for a per-socket classification).
+    pub async fn nat(&self) -> Result<corenet_dht::NatStatus, Error> {
+        Ok(self.inner.dht.nat().await?)
+    }
+
+    /// Holepunch and relay counters of the swarm's DHT node: punches tried per strategy,
+    /// successes, failures, relay pairings and upgrades.
+    pub async fn holepunch_stats(&self) -> Result<corenet_dht::PunchStats, Error> {
+        Ok(self.inner.dht.info().await?.punches)
     }
 
     /// The DHT node.

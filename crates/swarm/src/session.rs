@@ -5,6 +5,7 @@
 //! state that counts bytes and carries the swarm's decision to close it (a duplicate that
 //! lost the tie-break). The `SessionActor` for that connection reports its end to the swarm.
 
+use corenet_dht::PathKind;
 use std::io;
 use std::net::SocketAddrV4;
 use std::pin::Pin;
@@ -42,11 +43,16 @@ pub struct ConnectionInfo {
     pub is_initiator: bool,
     /// The transport.
     pub transport: Transport,
+    /// How its packets travel (when it opened: a relayed connection may move to a direct
+    /// path later).
+    pub path: PathKind,
 }
 
 /// State shared by a connection, its session actor and the swarm.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
+    /// A relayed connection's relay link: it lives as long as the connection.
+    pub(crate) relay: Option<corenet_dht::RelayLink>,
     pub(crate) bytes_read: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     /// Set when the swarm closes the connection (the reason is kept).
@@ -205,6 +211,21 @@ impl Connection {
             .take()
             .expect("a connection always holds its stream");
         (stream, guard)
+    }
+
+    /// The path its packets took when it opened.
+    pub fn path(&self) -> PathKind {
+        self.info.path
+    }
+
+    /// True while the connection runs through a blind relay (it may move to a direct path
+    /// when a punch succeeds later).
+    pub fn is_relayed(&self) -> bool {
+        self.shared.relay.as_ref().is_some_and(|r| {
+            r.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
+        })
     }
 
     /// Closes the connection at once (the peer sees it end with an error).

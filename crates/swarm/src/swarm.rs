@@ -37,6 +37,10 @@ const MAX_TRACKED_PEERS: usize = 4096;
 pub(crate) struct SwarmSettings {
     pub(crate) max_server_connections: usize,
     pub(crate) firewall: Option<Firewall>,
+    /// The blind relay (hyperswarm `relayThrough`): dials use it when forced (after a
+    /// punch failure only a relay gets around) or when our NAT randomizes ports; the
+    /// server offers it while our NAT randomizes ports.
+    pub(crate) relay_through: Option<PublicKey>,
 }
 
 /// Internal: a dial finished.
@@ -45,7 +49,7 @@ pub(crate) struct SwarmSettings {
 struct DialDone {
     id: ConnId,
     public_key: PublicKey,
-    result: Result<corenet_dht::Connection, String>,
+    result: Result<corenet_dht::Connection, corenet_dht::Error>,
 }
 
 /// Internal: a server connection arrived.
@@ -214,8 +218,16 @@ impl SwarmActor {
         });
         let dht = self.dht.clone();
         let kp = self.key_pair.clone();
+        let relay_through = self.settings.relay_through;
         ctx.spawn(
-            async move { dht.listen(&kp, Some(firewall)).await }
+            async move {
+                let options = corenet_dht::ListenOptions {
+                    relay_through,
+                    relay_only_when_randomized: true,
+                    ..Default::default()
+                };
+                dht.listen_with(&kp, Some(firewall), options).await
+            }
                 .into_actor(self)
                 .map(|r, act, ctx| match r {
                     Ok(server) => {
@@ -252,9 +264,11 @@ impl SwarmActor {
             remote_address: conn.remote_address,
             is_initiator,
             transport: Transport::Udx,
+            path: conn.path,
         };
         let shared = Arc::new(Shared {
             traffic: Some(conn.stream.traffic()),
+            relay: conn.relay,
             ..Shared::default()
         });
         let session =
@@ -273,6 +287,7 @@ impl SwarmActor {
                 remote_address: conn.remote_address,
                 is_initiator,
                 transport: Transport::Udx,
+                path: conn.path,
             },
         );
         let c = Connection::new(conn.stream, info, shared);
@@ -379,13 +394,14 @@ impl Handler<StartDial> for SwarmActor {
         self.stats.client_attempted.fetch_add(1, Ordering::Relaxed);
         let dht = self.dht.clone();
         let kp = self.key_pair.clone();
-        let relays = m.relay_addresses;
+        let options = corenet_dht::ConnectOptions {
+            relay_addresses: m.relay_addresses,
+            relay_through: self.settings.relay_through,
+            relay_only_when_randomized: !m.force_relay,
+            ..Default::default()
+        };
         ctx.spawn(
-            async move {
-                dht.connect(&kp, pk, relays)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            async move { dht.connect_with(&kp, pk, options).await }
             .into_actor(self)
             .map(move |result, _act, ctx| {
                 ctx.notify(DialDone {
@@ -417,6 +433,10 @@ impl Handler<DialDone> for SwarmActor {
             }
             Err(e) => {
                 tracing::debug!(peer = %m.public_key, error = %e, "dial failed");
+                let forces = matches!(&e, corenet_dht::Error::Connect(c) if c.forces_relaying());
+                if still_ours && forces && self.settings.relay_through.is_some() {
+                    self.tell_dialer(ConnectionChanged::ForceRelaying(m.public_key));
+                }
                 if still_ours {
                     self.set.remove(&m.public_key, m.id);
                     self.tell_dialer(ConnectionChanged::DialClosed {

@@ -38,8 +38,12 @@ pub struct Connection {
     pub path: PathKind,
     /// The blind-relay link of a relayed connection: it lives as long as this connection
     /// (or until a direct path replaces it).
-    pub relay: Option<Arc<std::sync::Mutex<Option<RelayHold>>>>,
+    pub relay: Option<RelayLink>,
 }
+
+/// A relayed connection's hold on its blind-relay link (shared with the node, which drops
+/// it when the connection moves to a direct path). Keep it as long as the connection.
+pub type RelayLink = Arc<std::sync::Mutex<Option<RelayHold>>>;
 
 /// A NAT classification on a fresh socket ([`Dht::sample_nat`](super::Dht::sample_nat)).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -66,6 +66,9 @@ pub enum DialAction {
         public_key: PublicKey,
         /// Nodes that forward handshakes to it.
         relay_addresses: Vec<SocketAddrV4>,
+        /// Dial through the swarm's blind relay whatever our NAT (see
+        /// [`Dialer::force_relaying`]).
+        force_relay: bool,
     },
     /// A `flush` finished.
     Flushed(u64),
@@ -409,13 +412,27 @@ impl Dialer {
         }
         p.tried = true;
         let relay_addresses = p.relay_addresses.clone();
+        let force_relay = p.force_relaying;
         self.connections.insert(pk);
         self.connecting += 1;
         self.client_connections += 1;
         self.actions.push_back(DialAction::Dial {
             public_key: pk,
             relay_addresses,
+            force_relay,
         });
+    }
+
+    /// The last dial to `pk` failed in a way only a relay can get around (hyperswarm: after
+    /// HOLEPUNCH_ABORTED, HOLEPUNCH_DOUBLE_RANDOMIZED_NATS, CANNOT_HOLEPUNCH or
+    /// REMOTE_NOT_HOLEPUNCHABLE, with a relay configured): its next dials go through the
+    /// relay, and its attempts restart so the next one comes soon. Call before
+    /// [`Dialer::dial_closed`].
+    pub fn force_relaying(&mut self, pk: &PublicKey) {
+        if let Some(p) = self.peers.get_mut(pk) {
+            p.force_relaying = true;
+            p.attempts = 0;
+        }
     }
 
     /// A dial we asked for opened.
@@ -716,6 +733,7 @@ mod tests {
         assert_eq!(
             drain(&mut d),
             vec![DialAction::Dial {
+                force_relay: false,
                 public_key: pk(1),
                 relay_addresses: vec![]
             }]

@@ -56,6 +56,9 @@ pub struct PeerInfo {
     pub attempts: u32,
     /// Current priority.
     pub priority: Priority,
+    /// The next dial goes through the swarm's blind relay (set after a punch failed with
+    /// an error that only a relay can get around, as hyperswarm's `forceRelaying`).
+    pub force_relaying: bool,
     /// The flush generation it was queued in.
     pub(crate) flush_tick: u64,
 }
@@ -79,6 +82,7 @@ impl PeerInfo {
             topics: Vec::new(),
             attempts: 0,
             priority: Priority::Normal,
+            force_relaying: false,
             flush_tick: 0,
         }
     }

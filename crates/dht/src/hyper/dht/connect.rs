@@ -108,7 +108,7 @@ impl HyperDht {
         key_pair: &KeyPair,
         remote_public_key: PublicKey,
         udx_id: u32,
-        opts: ConnectOptions,
+        mut opts: ConnectOptions,
     ) -> ConnectId {
         let id = ConnectId(self.next_id());
         let target = server_target(&remote_public_key);
@@ -128,6 +128,10 @@ impl HyperDht {
         let mut addresses4: Vec<SocketAddrV4> = remote.into_iter().collect();
         if opts.lan {
             addresses4.extend(self.lan_addresses());
+        }
+        let randomized = self.node.nat_address().is_some_and(|a| a.port() == 0);
+        if opts.relay_only_when_randomized && !randomized {
+            opts.relay_through = None;
         }
         let relay_token = opts.relay_through.map(|_| {
             let mut t = [0u8; 32];

@@ -275,6 +275,9 @@ pub struct ConnectOptions {
     pub lan: bool,
     /// Send a low-TTL probe to the server before the probe round (`fastOpen`). Default: true.
     pub fast_open: bool,
+    /// Offer `relay_through` only while this node's NAT randomizes ports (hyperswarm's rule
+    /// for a dial it is not forcing through the relay). Default: false.
+    pub relay_only_when_randomized: bool,
     /// Nodes known to forward handshakes to the server (from a lookup record), tried first.
     /// Default: none.
     pub relay_addresses: Vec<SocketAddrV4>,
@@ -286,6 +289,7 @@ impl Default for ConnectOptions {
             relay_through: None,
             lan: true,
             fast_open: true,
+            relay_only_when_randomized: false,
             relay_addresses: Vec::new(),
         }
     }
