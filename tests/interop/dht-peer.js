@@ -33,14 +33,22 @@ async function main () {
   let node
   let teardown
   if (mode === 'testnet') {
+    // The testnet's nodes are DHT infrastructure (persistent bootstrap nodes by design);
+    // the peer that listens and connects is a separate node on hyperdht's defaults, as a
+    // real app runs it (firewalled until proven otherwise, ephemeral, adaptive).
     const testnet = await createTestnet(Number(a || 3), { host: '127.0.0.1' })
-    node = testnet.nodes[testnet.nodes.length - 1]
-    teardown = () => testnet.destroy()
+    node = new DHT({ bootstrap: testnet.bootstrap })
+    await node.fullyBootstrapped()
+    teardown = async () => { await node.destroy(); await testnet.destroy() }
     print({ event: 'ready', bootstrap: testnet.bootstrap.map((x) => x.host + ':' + x.port) })
   } else {
     const [host, port] = a.split(':')
+    // `persistent` is the mode about that option: a JS node that stores records for others
+    // (ephemeral: false, firewalled: false). Otherwise the node runs on hyperdht's defaults.
     const persistent = b === 'persistent'
-    node = new DHT({ bootstrap: [{ host, port: Number(port) }], host: '127.0.0.1', ephemeral: !persistent, firewalled: !persistent })
+    node = new DHT(persistent
+      ? { bootstrap: [{ host, port: Number(port) }], ephemeral: false, firewalled: false }
+      : { bootstrap: [{ host, port: Number(port) }] })
     await node.fullyBootstrapped()
     teardown = () => node.destroy()
     print({ event: 'ready', port: node.address().port })
@@ -89,7 +97,7 @@ async function main () {
         const want = buf(c.data)
         let got = b4a.alloc(0)
         conn.on('open', () => {
-          print({ event: 'connected', remotePublicKey: hex(conn.remotePublicKey) })
+          print({ event: 'connected', remotePublicKey: hex(conn.remotePublicKey), punches: node.stats.punches })
           conn.write(want)
         })
         conn.on('data', (d) => {

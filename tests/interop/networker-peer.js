@@ -190,7 +190,8 @@ function shutdown () {
 
 async function main () {
   const [host, port] = boot.split(':')
-  dht = new DHT({ bootstrap: [{ host, port: Number(port) }], host: '127.0.0.1', ephemeral: true, firewalled: false })
+  // hyperdht's defaults, as a real app runs it (firewalled until proven otherwise).
+  dht = new DHT({ bootstrap: [{ host, port: Number(port) }] })
   await dht.fullyBootstrapped()
   await store.ready()
   swarm = new Hyperswarm({ dht, seed: buf(seedHex) })

@@ -29,7 +29,8 @@ function print (o) { process.stdout.write(JSON.stringify(o) + '\n') }
 async function main () {
   const [boot, seed, refuse] = process.argv.slice(2)
   const [host, port] = boot.split(':')
-  const dht = new DHT({ bootstrap: [{ host, port: Number(port) }], host: '127.0.0.1', ephemeral: true, firewalled: false })
+  // hyperdht's defaults, as a real app runs it (firewalled until proven otherwise).
+  const dht = new DHT({ bootstrap: [{ host, port: Number(port) }] })
   await dht.fullyBootstrapped()
   const swarm = new Hyperswarm({
     dht,

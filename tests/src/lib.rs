@@ -163,3 +163,21 @@ impl JsPeer {
             .code()
     }
 }
+
+/// A Rust DHT node on 127.0.0.1 that behaves as if behind a NAT: its quick reachability check
+/// is off (it stays firewalled, as default JS peers on a loopback testnet do) and the LAN
+/// shortcut is off (same-host peers would take it): its connections, both ways, go through
+/// the holepunch. Only the Rust side is made harder; JS peers keep their defaults.
+pub async fn natted_dht(bootstrap: Vec<std::net::SocketAddrV4>) -> corenet_dht::Dht {
+    let d = corenet_dht::Dht::spawn(
+        corenet_dht::DhtConfig::default()
+            .with_host(std::net::Ipv4Addr::LOCALHOST)
+            .with_bootstrap(bootstrap)
+            .with_quick_firewall(false)
+            .with_lan(false),
+    )
+    .await
+    .expect("a DHT node");
+    d.bootstrapped().await.expect("bootstrapped");
+    d
+}

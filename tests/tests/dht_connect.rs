@@ -39,16 +39,30 @@ async fn exchange(conn: corenet_dht::Connection, data: &[u8]) -> Vec<u8> {
     got
 }
 
+/// A Rust peer on the DHT's defaults (firewalled until proven otherwise, adaptive), as an
+/// app runs it.
 async fn node(bootstrap: Vec<SocketAddrV4>) -> Dht {
-    let d = Dht::spawn(
+    spawn(DhtConfig::default().with_bootstrap(bootstrap)).await
+}
+
+/// A Rust peer that behaves as if behind a NAT on loopback: its quick reachability check is
+/// off (it stays firewalled, as JS peers on a loopback testnet do) and the LAN shortcut is
+/// off (same-host peers would otherwise take it): connections to it and from it go through
+/// the holepunch. Only the Rust side is made harder; the JS side runs its defaults.
+async fn natted_node(bootstrap: Vec<SocketAddrV4>) -> Dht {
+    spawn(
         DhtConfig::default()
-            .with_host(std::net::Ipv4Addr::LOCALHOST)
             .with_bootstrap(bootstrap)
-            .with_ephemeral(Some(false))
-            .with_firewalled(false),
+            .with_quick_firewall(false)
+            .with_lan(false),
     )
     .await
-    .unwrap();
+}
+
+async fn spawn(config: DhtConfig) -> Dht {
+    let d = Dht::spawn(config.with_host(std::net::Ipv4Addr::LOCALHOST))
+        .await
+        .unwrap();
     d.bootstrapped().await.unwrap();
     d
 }
@@ -199,5 +213,83 @@ async fn js_server_refuses_a_rust_client_by_firewall() {
         "the JS firewall refused us: {:?}",
         r.map(|c| c.remote_address)
     );
+    rust.destroy().await;
+}
+
+/// A default-option JS peer and a firewalled Rust peer on loopback connect both ways through
+/// the holepunch (probe round, punch round, probes), not a direct path.
+#[tokio::test]
+async fn holepunch_on_loopback_with_a_default_js_peer_both_ways() {
+    let mut js = JsPeer::spawn_interactive("dht-peer.js", &["testnet", "5"]);
+    let ready = js.expect("ready", WAIT).await;
+    let bootstrap: Vec<SocketAddrV4> = ready["bootstrap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().parse().unwrap())
+        .collect();
+    let rust = natted_node(bootstrap.clone()).await;
+    let nat = rust.nat().await.unwrap();
+    assert!(nat.firewalled, "the Rust peer stays firewalled: {nat:?}");
+
+    // Rust client -> JS server (JS on defaults: firewalled on a loopback testnet).
+    js.request(
+        json!({"cmd": "listen", "seed": hex::encode([0x71; 32])}),
+        "listening",
+        WAIT,
+    )
+    .await;
+    let js_server = KeyPair::from_seed([0x71; 32]);
+    let client_kp = KeyPair::from_seed([0x72; 32]);
+    let started = Instant::now();
+    let conn = tokio::time::timeout(
+        WAIT,
+        rust.connect(&client_kp, js_server.public_key(), vec![]),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connected");
+    println!("rust -> js: {} in {:?}", conn.path, started.elapsed());
+    assert_eq!(conn.path, corenet_dht::PathKind::Holepunch);
+    let data = pattern(256 * 1024, 11, 0);
+    assert_eq!(exchange(conn, &data).await, data, "JS echoed our bytes");
+    let stats = rust.info().await.unwrap().punches;
+    // A consistent pair often connects on the server's fast-mode answer to our first probe,
+    // before a strategy runs (JS counts those in no strategy either).
+    assert!(stats.succeeded >= 1 && stats.probes >= 1, "{stats:?}");
+
+    // JS client -> Rust server.
+    let rust_server = KeyPair::from_seed([0x73; 32]);
+    let mut server = rust.listen(&rust_server, None).await.unwrap();
+    let msg = hex::encode(pattern(64 * 1024, 13, 0));
+    js.command(json!({"cmd": "connect", "publicKey": rust_server.public_key().to_hex(), "seed": hex::encode([0x74; 32]), "data": msg})).await;
+    let conn = tokio::time::timeout(WAIT, server.accept())
+        .await
+        .expect("a connection in time")
+        .expect("a connection");
+    println!("js -> rust: {}", conn.path);
+    assert_eq!(conn.path, corenet_dht::PathKind::Holepunch);
+    tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(conn.stream);
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    });
+    js.expect("connected", WAIT).await;
+    let ev = js.expect("echo", WAIT).await;
+    assert_eq!(ev["data"], json!(msg));
+    // Every pool socket is given back once the punches are over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = rust.info().await.unwrap();
+        if info.pool_sockets == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pool sockets left: {}",
+            info.pool_sockets
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     rust.destroy().await;
 }

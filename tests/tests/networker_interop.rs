@@ -31,7 +31,7 @@ use corenet::{
     Configure, Corestore, DiscoveryKey, Firewall, KeyPair, Networker, NetworkerEvent, Peer,
     PublicKey, Testnet,
 };
-use corenet_tests::JsPeer;
+use corenet_tests::{natted_dht, JsPeer};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::time::timeout;
@@ -550,4 +550,77 @@ async fn js_app_and_networker_chat_and_replicate_across_a_restart() {
     net.close().await.unwrap();
     testnet.destroy().await;
     println!("total {:?}", started.elapsed());
+}
+
+/// A networker behind a (simulated) NAT on loopback replicates with a default-option JS app
+/// both ways, the connection going through the holepunch: the JS app dials a networker that
+/// only announces, and a networker that only looks up dials the JS app.
+#[tokio::test]
+async fn holepunched_replication_with_a_default_js_app_both_ways() {
+    corenet_tests::require_js();
+    let testnet = Testnet::new(5, 0).await.unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let (mut app, js_pk) = App::start(&testnet, storage.path()).await;
+
+    // JS dials us: we announce a core, the JS app looks it up and reads it.
+    let store = Corestore::in_memory();
+    let core = store.get("punched").unwrap();
+    core.append(["p0".to_owned(), big_line()].map(bytes::Bytes::from))
+        .unwrap();
+    let net = Networker::builder(store)
+        .seed([0x61; 32])
+        .dht(natted_dht(testnet.bootstrap.clone()).await)
+        .build()
+        .await
+        .unwrap();
+    let mut events = net.events();
+    net.configure(core.discovery_key(), Configure::announce_only())
+        .await
+        .unwrap();
+    app.request(json!({"cmd": "open", "key": core.key().to_hex()}), "opened")
+        .await;
+    app.request(
+        json!({"cmd": "join", "topic": core.discovery_key().to_hex(), "server": false, "client": true}),
+        "joined",
+    )
+    .await;
+    let peer = expect_peer_add(&mut events).await;
+    assert_eq!(peer.remote_public_key, js_pk);
+    assert!(!peer.is_initiator, "the JS app dialled");
+    assert_eq!(peer.path, corenet::PathKind::Holepunch, "JS -> Rust");
+    assert_eq!(app.get(&core.key(), 1).await, big_line());
+
+    // We dial JS: the JS app announces its core, a look-up-only networker fetches it.
+    let created = app
+        .request(
+            json!({"cmd": "create", "name": "js-punched", "data": ["q0", "q1"]}),
+            "created",
+        )
+        .await;
+    let js_key = PublicKey::from_hex(created["key"].as_str().unwrap()).unwrap();
+    let dk = DiscoveryKey::from_key(js_key.as_bytes());
+    app.request(
+        json!({"cmd": "join", "topic": dk.to_hex(), "server": true, "client": false}),
+        "joined",
+    )
+    .await;
+    let store2 = Corestore::in_memory();
+    let copy = store2.get_by_key(js_key).unwrap();
+    let net2 = Networker::builder(store2)
+        .seed([0x62; 32])
+        .dht(natted_dht(testnet.bootstrap.clone()).await)
+        .build()
+        .await
+        .unwrap();
+    let mut events2 = net2.events();
+    net2.configure(dk, Configure::lookup_only()).await.unwrap();
+    let peer = expect_peer_add(&mut events2).await;
+    assert_eq!(peer.remote_public_key, js_pk);
+    assert!(peer.is_initiator, "we dialled");
+    assert_eq!(peer.path, corenet::PathKind::Holepunch, "Rust -> JS");
+    assert_eq!(fetch_text(&copy, 1).await, "q1");
+
+    net.close().await.unwrap();
+    net2.close().await.unwrap();
+    app.js.command(json!({"cmd": "exit"})).await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use corenet_codec::{PublicKey, Topic};
 use corenet_dht::Testnet;
 use corenet_swarm::{Connection, JoinOptions, Swarm, SwarmEvent};
-use corenet_tests::JsPeer;
+use corenet_tests::{natted_dht, JsPeer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -426,5 +426,94 @@ async fn killing_a_peer_mid_stream_disconnects_and_the_client_redials() {
     .await;
     assert!(back.is_ok(), "the client redialled the restarted peer");
     rust.destroy().await;
+    testnet.destroy().await;
+}
+
+/// A firewalled Rust swarm and a default-option JS hyperswarm on loopback: both ways the
+/// connection goes through the holepunch, and data flows over it.
+#[tokio::test]
+async fn holepunch_on_loopback_between_rust_and_default_js_swarms_both_ways() {
+    let testnet = Testnet::new(5, 0).await.unwrap();
+    let dht = natted_dht(testnet.bootstrap.clone()).await;
+    let rust = Swarm::builder()
+        .seed(seed(40, 0))
+        .dht(dht)
+        .build()
+        .await
+        .unwrap();
+    let mut conns = rust.connections();
+    let (mut js, js_pk) = js_peer(&testnet, seed(41, 0), None).await;
+
+    // Rust server, JS client.
+    let t = topic("holepunch rust server");
+    rust.join(t, JoinOptions::server())
+        .await
+        .unwrap()
+        .flushed()
+        .await
+        .unwrap();
+    js.request(
+        json!({"cmd": "join", "topic": t.to_hex(), "server": false, "client": true}),
+        "joined",
+        WAIT,
+    )
+    .await;
+    let mut conn = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.remote_public_key(), js_pk);
+    assert_eq!(
+        conn.path(),
+        corenet_dht::PathKind::Holepunch,
+        "JS client -> Rust server"
+    );
+    js.command(json!({"cmd": "send", "publicKey": rust.public_key().to_hex(), "data": "02010203"}))
+        .await;
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf, [2, 1, 2, 3]);
+
+    // JS server, Rust client (a second Rust swarm, so the first connection plays no part).
+    let rust2 = Swarm::builder()
+        .seed(seed(42, 0))
+        .dht(natted_dht(testnet.bootstrap.clone()).await)
+        .build()
+        .await
+        .unwrap();
+    let mut conns = rust2.connections();
+    let t2 = topic("holepunch js server");
+    js.request(
+        json!({"cmd": "join", "topic": t2.to_hex(), "server": true, "client": false}),
+        "joined",
+        WAIT,
+    )
+    .await;
+    rust2
+        .join(t2, JoinOptions::client())
+        .await
+        .unwrap()
+        .flushed()
+        .await
+        .unwrap();
+    let conn2 = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(conn2.is_initiator());
+    assert_eq!(conn2.remote_public_key(), js_pk);
+    assert_eq!(
+        conn2.path(),
+        corenet_dht::PathKind::Holepunch,
+        "Rust client -> JS server"
+    );
+    let stats = rust2.holepunch_stats().await.unwrap();
+    assert!(stats.succeeded >= 1, "{stats:?}");
+    drop((conn, conn2));
+    rust.destroy().await;
+    rust2.destroy().await;
     testnet.destroy().await;
 }

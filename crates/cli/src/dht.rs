@@ -53,14 +53,25 @@ pub(crate) fn parse_bootstrap(args: &[String]) -> Result<Vec<SocketAddrV4>, CliE
     Ok(out)
 }
 
-async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result<Dht, CliError> {
-    let dht = Dht::spawn(
-        DhtConfig::default()
-            .with_host(host)
-            .with_bootstrap(bootstrap),
-    )
-    .await
-    .map_err(CliError::runtime)?;
+/// `--behind-nat`: this process's DHT node stays firewalled (no quick reachability check)
+/// and uses no LAN shortcut, so that peers on one machine connect through the holepunch.
+pub(crate) static BEHIND_NAT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--behind-nat` was given.
+pub(crate) fn behind_nat() -> bool {
+    BEHIND_NAT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A DHT node for one command, bootstrapped.
+pub(crate) async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result<Dht, CliError> {
+    let mut config = DhtConfig::default()
+        .with_host(host)
+        .with_bootstrap(bootstrap);
+    if behind_nat() {
+        config = config.with_quick_firewall(false).with_lan(false);
+    }
+    let dht = Dht::spawn(config).await.map_err(CliError::runtime)?;
     tokio::time::timeout(Duration::from_secs(30), dht.bootstrapped())
         .await
         .map_err(|_| CliError::Runtime("DHT bootstrap timed out".into()))?

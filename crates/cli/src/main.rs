@@ -34,6 +34,11 @@ struct Cli {
     /// Address to bind (default 0.0.0.0).
     #[arg(long, value_name = "IP", global = true, default_value = "0.0.0.0")]
     host: IpAddr,
+    /// Behave as if behind a NAT: stay firewalled (skip the quick reachability check) and
+    /// use no LAN shortcut, so that peers on one machine connect through the holepunch
+    /// (for trying NAT traversal locally).
+    #[arg(long, global = true)]
+    behind_nat: bool,
     /// More log output on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -114,8 +119,8 @@ enum Command {
         client: bool,
     },
     /// Share a file as a hypercore (64 KiB blocks) and serve it until SIGINT/SIGTERM; prints
-    /// `key <hex>` (what `get` takes) and `discovery-key <hex>`, then `peer-add` /
-    /// `peer-remove` lines. Sharing the same
+    /// `key <hex>` (what `get` takes) and `discovery-key <hex>`, then
+    /// `peer-add <public-key> <address> <direct|lan|holepunch|relay>` / `peer-remove` lines. Sharing the same
     /// path again (same --storage) serves the same key.
     Share {
         /// The file.
@@ -242,6 +247,7 @@ fn init_tracing(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    dht::BEHIND_NAT.store(cli.behind_nat, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Testnet { nodes, port } => {
             let host = match cli.host {

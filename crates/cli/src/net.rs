@@ -32,21 +32,25 @@ async fn networker(
     bootstrap: Vec<SocketAddrV4>,
     key_pair: KeyPair,
 ) -> Result<Networker, CliError> {
-    Networker::builder(store)
+    let mut b = Networker::builder(store)
         .key_pair(key_pair)
-        .bootstrap(bootstrap)
+        .bootstrap(bootstrap.clone())
         .host(host)
-        .persist(false)
-        .build()
-        .await
-        .map_err(CliError::runtime)
+        .persist(false);
+    if crate::dht::behind_nat() {
+        b = b.dht(crate::dht::node(host, bootstrap).await?);
+    }
+    b.build().await.map_err(CliError::runtime)
 }
 
 /// Prints `peer-add` / `peer-remove` lines; returns when the events end.
 fn print_peer_event(ev: Result<NetworkerEvent, broadcast::error::RecvError>) -> bool {
     match ev {
         Ok(NetworkerEvent::PeerAdd(p)) => {
-            println!("peer-add {} {}", p.remote_public_key, p.remote_address)
+            println!(
+                "peer-add {} {} {}",
+                p.remote_public_key, p.remote_address, p.path
+            )
         }
         Ok(NetworkerEvent::PeerRemove(p)) => println!("peer-remove {}", p.remote_public_key),
         Ok(_) => {}
@@ -130,6 +134,18 @@ pub(crate) async fn get(
         .await
         .map_err(CliError::runtime)?;
     eprintln!("looking for peers of {}", core.discovery_key());
+    // Which peers serve us, and how they are reached, on stderr.
+    let mut events = net.events();
+    let peers = tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            if let NetworkerEvent::PeerAdd(p) = ev {
+                eprintln!(
+                    "peer-add {} {} {}",
+                    p.remote_public_key, p.remote_address, p.path
+                );
+            }
+        }
+    });
     let mut bar = ProgressBar::new();
     let download = files::download_to_file(&core, out, |p| bar.update(p));
     let done = match timeout {
@@ -152,6 +168,7 @@ pub(crate) async fn get(
         "done {} {} fetched {}",
         done.bytes, done.blocks, done.fetched_bytes
     );
+    peers.abort();
     net.close().await.map_err(CliError::runtime)
 }
 

@@ -18,13 +18,14 @@ pub(crate) async fn run(
     server: bool,
     client: bool,
 ) -> Result<(), CliError> {
-    let swarm = Swarm::builder()
+    let mut b = Swarm::builder()
         .key_pair(key_pair)
-        .bootstrap(bootstrap)
-        .host(host)
-        .build()
-        .await
-        .map_err(CliError::runtime)?;
+        .bootstrap(bootstrap.clone())
+        .host(host);
+    if crate::dht::behind_nat() {
+        b = b.dht(crate::dht::node(host, bootstrap).await?);
+    }
+    let swarm = b.build().await.map_err(CliError::runtime)?;
     let mut events = swarm.events();
     let mut conns = swarm.connections();
     let discovery = swarm

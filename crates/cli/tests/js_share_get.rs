@@ -92,3 +92,82 @@ async fn js_reads_what_the_cli_shares_and_the_cli_gets_what_js_wrote() {
     js.expect("bye", JS_WAIT).await;
     drop(sharer);
 }
+
+/// The same both ways with the CLI behind a (simulated) NAT (`--behind-nat`: firewalled, no
+/// LAN shortcut) and the JS app on its defaults: the connections go through the holepunch.
+#[tokio::test(flavor = "multi_thread")]
+async fn share_and_get_with_a_default_js_app_through_the_holepunch() {
+    let (_testnet, boot) = testnet();
+    let dir = tempfile::tempdir().unwrap();
+    let mut js = JsPeer::spawn_interactive("networker-peer.js", &[&boot, &"cd".repeat(32)]);
+    js.expect("ready", JS_WAIT).await;
+
+    // CLI shares, JS dials it and reads.
+    let content = text(2 * 64 * 1024 + 10, 7);
+    let file = dir.path().join("shared.txt");
+    std::fs::write(&file, &content).unwrap();
+    let storage = dir.path().join("cli");
+    let mut args = net_args(&storage, &boot);
+    args.extend(["--behind-nat", "share", file.to_str().unwrap()]);
+    let sharer = Proc::spawn(&args);
+    let key = sharer.line("key ")["key ".len()..].to_string();
+    let dk = sharer.line("discovery-key ")["discovery-key ".len()..].to_string();
+    sharer.line("announced ");
+    js.command(json!({"cmd": "open", "key": key})).await;
+    js.expect("opened", JS_WAIT).await;
+    js.command(json!({"cmd": "join", "topic": dk, "server": false, "client": true}))
+        .await;
+    js.expect("joined", JS_WAIT).await;
+    js.command(json!({"cmd": "get", "key": key, "index": 2, "timeout": 20000}))
+        .await;
+    let block = js.expect("block", JS_WAIT).await;
+    assert_eq!(
+        block["text"].as_str().unwrap().as_bytes(),
+        &content[2 * 64 * 1024..]
+    );
+    let added = sharer.line("peer-add ");
+    assert!(added.ends_with(" holepunch"), "JS -> CLI path: {added}");
+
+    // JS shares, the CLI dials it and downloads.
+    let blocks: Vec<String> = (0..3)
+        .map(|i| String::from_utf8(text(20_000 + i * 100, i as u8)).unwrap())
+        .collect();
+    js.command(json!({"cmd": "create", "name": "punched", "data": blocks}))
+        .await;
+    let created = js.expect("created", JS_WAIT).await;
+    let js_key = created["key"].as_str().unwrap().to_string();
+    let js_dk = created["discoveryKey"].as_str().unwrap().to_string();
+    js.command(json!({"cmd": "join", "topic": js_dk, "server": true, "client": false}))
+        .await;
+    js.expect("joined", JS_WAIT).await;
+    let out = dir.path().join("from-js.txt");
+    let storage = dir.path().join("getter");
+    let mut args = net_args(&storage, &boot);
+    args.extend([
+        "--behind-nat",
+        "get",
+        &js_key,
+        out.to_str().unwrap(),
+        "--timeout",
+        "60",
+    ]);
+    let mut getter = Proc::spawn(&args);
+    let expected: Vec<u8> = blocks.concat().into_bytes();
+    let (added, done) = tokio::task::spawn_blocking(move || {
+        let added = getter.err_line("peer-add ");
+        let done = getter.line("done ");
+        assert!(getter.wait().success());
+        (added, done)
+    })
+    .await
+    .unwrap();
+    assert!(added.ends_with(" holepunch"), "CLI -> JS path: {added}");
+    assert!(
+        done.starts_with(&format!("done {} 3", expected.len())),
+        "{done}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), expected);
+    js.command(json!({"cmd": "exit"})).await;
+    js.expect("bye", JS_WAIT).await;
+    drop(sharer);
+}

@@ -96,10 +96,10 @@ fn lab(run: u64, server: Site, client: Site, link: LinkModel) -> Lab {
     }
     net.run_for(Duration::from_secs(10));
     let place = |net: &mut Network<HyperDht>,
-                     site: Site,
-                     pub_ip: Ipv4Addr,
-                     shared: Option<usize>,
-                     lan: Ipv4Addr| {
+                 site: Site,
+                 pub_ip: Ipv4Addr,
+                 shared: Option<usize>,
+                 lan: Ipv4Addr| {
         let now = net.now();
         match site {
             Site::Open => net.add_host(pub_ip, None, |i, _| peer(i, run, boot, pub_ip, now)),

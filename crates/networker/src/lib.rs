@@ -61,7 +61,7 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, Notify};
 
 pub use corenet_codec::{DiscoveryKey, PublicKey, Topic};
-pub use corenet_dht::Testnet;
+pub use corenet_dht::{NatStatus, NatType, PathKind, Testnet};
 pub use corenet_extensions as extensions;
 pub use corenet_noise::KeyPair;
 pub use corenet_replication::{Corestore, Hypercore};

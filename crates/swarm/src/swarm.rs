@@ -228,28 +228,28 @@ impl SwarmActor {
                 };
                 dht.listen_with(&kp, Some(firewall), options).await
             }
-                .into_actor(self)
-                .map(|r, act, ctx| match r {
-                    Ok(server) => {
-                        let relays = server.relay_addresses().to_vec();
-                        act.server = Some(server.id());
-                        act.listening = Some(relays.clone());
-                        for w in act.listen_waiters.drain(..) {
-                            let _ = w.send(Ok(relays.clone()));
-                        }
-                        // Hand accepted connections to ourselves as a stream.
-                        let stream = futures::stream::unfold(server, |mut s| async move {
-                            s.accept().await.map(|c| (Incoming(c), s))
-                        });
-                        ctx.add_stream(stream);
+            .into_actor(self)
+            .map(|r, act, ctx| match r {
+                Ok(server) => {
+                    let relays = server.relay_addresses().to_vec();
+                    act.server = Some(server.id());
+                    act.listening = Some(relays.clone());
+                    for w in act.listen_waiters.drain(..) {
+                        let _ = w.send(Ok(relays.clone()));
                     }
-                    Err(e) => {
-                        act.listen_started = false;
-                        for w in act.listen_waiters.drain(..) {
-                            let _ = w.send(Err(e.to_string()));
-                        }
+                    // Hand accepted connections to ourselves as a stream.
+                    let stream = futures::stream::unfold(server, |mut s| async move {
+                        s.accept().await.map(|c| (Incoming(c), s))
+                    });
+                    ctx.add_stream(stream);
+                }
+                Err(e) => {
+                    act.listen_started = false;
+                    for w in act.listen_waiters.drain(..) {
+                        let _ = w.send(Err(e.to_string()));
                     }
-                }),
+                }
+            }),
         );
     }
 
@@ -402,14 +402,14 @@ impl Handler<StartDial> for SwarmActor {
         };
         ctx.spawn(
             async move { dht.connect_with(&kp, pk, options).await }
-            .into_actor(self)
-            .map(move |result, _act, ctx| {
-                ctx.notify(DialDone {
-                    id,
-                    public_key: pk,
-                    result,
-                })
-            }),
+                .into_actor(self)
+                .map(move |result, _act, ctx| {
+                    ctx.notify(DialDone {
+                        id,
+                        public_key: pk,
+                        result,
+                    })
+                }),
         );
     }
 }

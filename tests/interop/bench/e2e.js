@@ -33,6 +33,9 @@ function tmpStore () {
   return new Corestore(dir)
 }
 function makeSwarm (bootstrap) {
+  // firewalled: false on purpose: this bench measures the data path over a direct connection
+  // (the Rust side of `corenet bench` connects directly too); connecting through NATs is
+  // measured by the NAT lab (BENCHMARKS.md, scripts/natlab).
   return new Hyperswarm({ dht: new DHT({ bootstrap, host: '127.0.0.1', ephemeral: true, firewalled: false }) })
 }
 const nextConnection = (swarm) => new Promise((resolve) => swarm.once('connection', resolve))

@@ -14,6 +14,8 @@ function median (v) { v.sort((a, b) => a - b); return v[Math.floor(v.length / 2)
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function makeSwarm (bootstrap) {
+  // firewalled: false on purpose: this bench measures join-to-connection over a direct path;
+  // connecting through NATs is measured by the NAT lab (BENCHMARKS.md, scripts/natlab).
   const dht = new DHT({ bootstrap, host: '127.0.0.1', ephemeral: true, firewalled: false })
   return new Hyperswarm({ dht })
 }

@@ -257,7 +257,9 @@ impl Event {
                 .trim()
                 .rsplit_once('(')
                 .and_then(|(_, c)| c.strip_suffix(')'))
-                .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+                .filter(|c| {
+                    !c.is_empty() && c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_')
+                })
                 .unwrap_or("ERROR");
             return Event::Error {
                 code: code.into(),

@@ -15,6 +15,8 @@ pub(crate) struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    /// stderr lines (also copied to the test's stderr).
+    err_lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -23,9 +25,18 @@ impl Proc {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("run corenet");
+        let stderr = child.stderr.take().expect("stderr");
+        let (etx, err_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let _ = etx.send(line);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -41,6 +52,20 @@ impl Proc {
             child,
             stdin,
             lines,
+            err_lines,
+        }
+    }
+
+    /// The first stderr line starting with `prefix` (earlier ones are skipped).
+    pub(crate) fn err_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err_lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line starting with {prefix:?}: {e}"),
+            }
         }
     }
 

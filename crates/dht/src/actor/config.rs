@@ -90,6 +90,7 @@ pub struct DhtConfig {
     pub(super) public_address: Option<SocketAddrV4>,
     pub(super) results_buffer: usize,
     pub(super) quick_firewall: bool,
+    pub(super) lan: bool,
 }
 
 impl Default for DhtConfig {
@@ -103,6 +104,7 @@ impl Default for DhtConfig {
             public_address: None,
             results_buffer: 256,
             quick_firewall: true,
+            lan: true,
         }
     }
 }
@@ -145,6 +147,14 @@ impl DhtConfig {
     /// if behind a NAT.
     pub fn with_quick_firewall(mut self, on: bool) -> Self {
         self.quick_firewall = on;
+        self
+    }
+    /// Use and offer the LAN shortcut (connects try the server's LAN address when both
+    /// share a public address; servers advertise their interface addresses). Default:
+    /// true. Off, same-host peers go through the holepunch: tests use it to exercise the
+    /// punch on loopback.
+    pub fn with_lan(mut self, on: bool) -> Self {
+        self.lan = on;
         self
     }
     /// Results buffered per streaming operation before the oldest is dropped. Default: 256.

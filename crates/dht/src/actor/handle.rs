@@ -251,7 +251,8 @@ impl Dht {
             relay_addresses,
             ..Default::default()
         };
-        self.connect_with(key_pair, remote_public_key, options).await
+        self.connect_with(key_pair, remote_public_key, options)
+            .await
     }
 
     /// [`Dht::connect`] with options: `relay_through` (a blind relay to use when no direct

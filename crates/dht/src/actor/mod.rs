@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use corenet_noise::{Config as SecretConfig, SecretStream};
 use corenet_udx::{SocketId, StreamConfig, StreamControl, Udx, UdxSocket, UdxStream};
 
+use crate::hyper::dht::PUNCH_TIMEOUT;
 use crate::hyper::holepunch::SocketOp;
 use crate::hyper::messages::{MutableGet, PeerRecord};
 use crate::hyper::nat::NatType;
@@ -32,7 +33,6 @@ use crate::hyper::{
     ConnectError, ConnectId, ConnectOptions, HandshakeId, HyperConfig, HyperDht, HyperEvent,
     ListenOptions, OpError, OpId, OpResult, PathKind, RelayPairing, ServerId,
 };
-use crate::hyper::dht::PUNCH_TIMEOUT;
 use crate::rpc::{self, Event as RpcEvent, SocketKind};
 
 mod config;
@@ -95,6 +95,8 @@ pub struct DhtActor {
     notes_rx: Option<mpsc::Receiver<Note>>,
     /// The handle of this node, for relay connections (set when started).
     this: Option<Dht>,
+    /// [`DhtConfig::with_lan`].
+    lan: bool,
 }
 
 /// A listening server's plumbing in the actor.
@@ -220,6 +222,7 @@ impl DhtActor {
             notes,
             notes_rx: Some(notes_rx),
             this: None,
+            lan: config.lan,
         })
     }
 
@@ -253,7 +256,8 @@ impl DhtActor {
                     match bound {
                         Some(Ok(sock)) => {
                             self.kinds.insert(sock.id(), SocketKind::Pool(id));
-                            let h = ctx.add_stream(Self::recv_stream(sock.clone(), SocketKind::Pool(id)));
+                            let h = ctx
+                                .add_stream(Self::recv_stream(sock.clone(), SocketKind::Pool(id)));
                             self.pool.insert(id, (sock, h));
                         }
                         other => {
@@ -403,7 +407,15 @@ impl DhtActor {
                 remote_udx_id,
                 connect,
                 relay,
-            } => self.on_server_connection(server, handshake, result, remote_udx_id, connect, relay, ctx),
+            } => self.on_server_connection(
+                server,
+                handshake,
+                result,
+                remote_udx_id,
+                connect,
+                relay,
+                ctx,
+            ),
             HyperEvent::ServerPathAborted { handshake, .. } => {
                 if let Some(c) = self.server_conns.get(&handshake) {
                     if !c.started && !c.relay_pending && c.connected.is_none() {
@@ -499,14 +511,17 @@ impl DhtActor {
             remote_id,
             ..Default::default()
         }));
-        let made = self.udx.create_stream(StreamConfig::default()).and_then(|s| {
-            s.set_firewall(path_firewall(
-                path.clone(),
-                StreamKey::Server(handshake),
-                self.notes.clone(),
-            ))?;
-            Ok(s)
-        });
+        let made = self
+            .udx
+            .create_stream(StreamConfig::default())
+            .and_then(|s| {
+                s.set_firewall(path_firewall(
+                    path.clone(),
+                    StreamKey::Server(handshake),
+                    self.notes.clone(),
+                ))?;
+                Ok(s)
+            });
         match made {
             Ok(stream) => {
                 let id = stream.id();
@@ -592,7 +607,12 @@ impl DhtActor {
     }
 
     /// Starts the secret stream of an accepted connection and hands it to its server.
-    fn start_server_conn(&mut self, handshake: HandshakeId, path: PathKind, ctx: &mut Context<Self>) {
+    fn start_server_conn(
+        &mut self,
+        handshake: HandshakeId,
+        path: PathKind,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(c) = self.server_conns.get_mut(&handshake) else {
             return;
         };
@@ -670,7 +690,8 @@ impl DhtActor {
         if let Some((sid, addr)) = seen {
             // The server reached us before its answer did: connect there.
             let sock = self.socket_by_id(sid).cloned();
-            if let (Some(c), Some(sock), Some(addr)) = (self.connects.get(&connect), sock, v4(addr)) {
+            if let (Some(c), Some(sock), Some(addr)) = (self.connects.get(&connect), sock, v4(addr))
+            {
                 if let Some(s) = &c.stream {
                     let _ = s.connect_via(&sock, remote_udx_id, SocketAddr::V4(addr));
                 }
@@ -770,7 +791,8 @@ impl DhtActor {
         if c.started {
             return;
         }
-        let (Some(stream), Some(result), Some(tx)) = (c.stream.take(), c.result.take(), c.tx.take())
+        let (Some(stream), Some(result), Some(tx)) =
+            (c.stream.take(), c.result.take(), c.tx.take())
         else {
             return;
         };
@@ -889,11 +911,10 @@ impl DhtActor {
             tracing::debug!(error = %e, "cannot connect a stream to its relay");
             return self.on_relay_failed(key);
         }
-        let relay_address = v4(paired.address).unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let relay_address =
+            v4(paired.address).unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
         match key {
-            StreamKey::Client(c) => {
-                self.start_client_conn(c, relay_address, PathKind::Relay, ctx)
-            }
+            StreamKey::Client(c) => self.start_client_conn(c, relay_address, PathKind::Relay, ctx),
             StreamKey::Server(h) => {
                 if let Some(sc) = self.server_conns.get_mut(&h) {
                     sc.connected = Some(relay_address);
@@ -1043,7 +1064,10 @@ async fn upgrade(
     address: SocketAddrV4,
     relay: Option<Arc<Mutex<Option<RelayHold>>>>,
 ) {
-    match raw.change_remote_via(&sock, remote_id, SocketAddr::V4(address)).await {
+    match raw
+        .change_remote_via(&sock, remote_id, SocketAddr::V4(address))
+        .await
+    {
         Ok(()) => {
             // An empty message lets the other side see the direct path at once (JS
             // `confirmDirectUpgrade`), without writing into the secret stream.
@@ -1327,9 +1351,11 @@ impl Handler<Listen> for DhtActor {
     fn handle(&mut self, msg: Listen, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = mpsc::channel(msg.backlog.max(1));
         let (atx, arx) = oneshot::channel();
+        let mut options = msg.options;
+        options.share_local_address &= self.lan;
         let id = self
             .core
-            .listen_with(Instant::now(), &msg.key_pair, msg.options);
+            .listen_with(Instant::now(), &msg.key_pair, options);
         self.servers.insert(
             id,
             ServerState {
@@ -1410,12 +1436,14 @@ impl Handler<Connect> for DhtActor {
                 return MessageResult(rx);
             }
         };
+        let mut options = msg.options;
+        options.lan &= self.lan;
         let id = self.core.connect(
             Instant::now(),
             &msg.key_pair,
             msg.remote_public_key,
             stream.id(),
-            msg.options,
+            options,
         );
         if let Err(e) = stream.set_firewall(path_firewall(
             path.clone(),

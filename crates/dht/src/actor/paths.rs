@@ -160,9 +160,7 @@ pub(super) async fn pair_through(
     stream_id: u32,
 ) -> Result<Paired, Error> {
     let work = async {
-        let conn = dht
-            .connect(&key_pair, pairing.relay, Vec::new())
-            .await?;
+        let conn = dht.connect(&key_pair, pairing.relay, Vec::new()).await?;
         let (socket, address) = {
             let raw: &UdxStream = conn.stream.get_ref();
             match (raw.socket_id(), raw.remote()) {
@@ -171,7 +169,8 @@ pub(super) async fn pair_through(
             }
         };
         let mux = MuxHandle::spawn(conn.stream, DriverConfig::default());
-        let opts = ChannelOptions::new(PROTOCOL).with_id(Bytes::copy_from_slice(key_pair.public_key().as_bytes()));
+        let opts = ChannelOptions::new(PROTOCOL)
+            .with_id(Bytes::copy_from_slice(key_pair.public_key().as_bytes()));
         let mut channel = mux
             .open(&opts)
             .map_err(|_| Error::Connect(ConnectError::RelayAborted))?;

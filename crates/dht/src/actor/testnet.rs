@@ -65,7 +65,10 @@ impl Testnet {
     /// A node that bootstraps from this testnet (ephemeral unless told otherwise), on the
     /// testnet's host.
     pub async fn create_node(&self, config: DhtConfig) -> Result<Dht, Error> {
-        let host = self.bootstrap.first().map_or(Ipv4Addr::LOCALHOST, |a| *a.ip());
+        let host = self
+            .bootstrap
+            .first()
+            .map_or(Ipv4Addr::LOCALHOST, |a| *a.ip());
         let n = Dht::spawn(
             config
                 .with_host(host)

@@ -279,7 +279,9 @@ async fn link(dht: &Dht, shared: &SharedRef, token: [u8; 32], initiator: Side, r
     let shared = shared.clone();
     let watch = {
         let sh = lock(&shared);
-        sh.links.get(&token).map(|l| (l.streams[0].control(), l.streams[1].control()))
+        sh.links
+            .get(&token)
+            .map(|l| (l.streams[0].control(), l.streams[1].control()))
     };
     if let Some((ca, cb)) = watch {
         tokio::spawn(async move {
