@@ -184,6 +184,16 @@ enum Item {
     },
 }
 
+/// A tap on the simulated network.
+type TapFn = Box<dyn FnMut(usize, usize, &mut Bytes) -> bool + Send>;
+struct Tap(TapFn);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
 /// The simulated network.
 #[derive(Debug)]
 pub struct Network<N> {
@@ -196,6 +206,9 @@ pub struct Network<N> {
     rng: ChaChaRng,
     link: LinkModel,
     nats: Vec<SimNat>,
+    /// Sees (and may change or drop) every datagram as it is sent: `(from node, to node,
+    /// bytes)` to keep (`true`) or drop.
+    tap: Option<Tap>,
     /// Datagrams handed to the network.
     pub datagrams: u64,
     /// Datagrams lost by the link model or sent to dead or unknown addresses.
@@ -215,6 +228,7 @@ impl<N: SimCore> Network<N> {
             rng: ChaChaRng::seed_from_u64(seed),
             link,
             nats: Vec::new(),
+            tap: None,
             datagrams: 0,
             lost: 0,
         }
@@ -386,6 +400,13 @@ impl<N: SimCore> Network<N> {
                 self.lost += 1;
                 continue;
             };
+            let mut bytes = t.bytes;
+            if let Some(Tap(tap)) = self.tap.as_mut() {
+                if !tap(i, to, &mut bytes) {
+                    self.lost += 1;
+                    continue;
+                }
+            }
             if self.link.loss > 0.0 && self.rng.gen_bool(self.link.loss) {
                 self.lost += 1;
                 continue;
@@ -403,7 +424,7 @@ impl<N: SimCore> Network<N> {
                     to,
                     socket,
                     from,
-                    bytes: t.bytes,
+                    bytes,
                 },
             );
         }
@@ -413,6 +434,27 @@ impl<N: SimCore> Network<N> {
                 self.push(at, Item::Timer { node: i, at });
             }
         }
+    }
+
+    /// Sets the tap (see the field): a test's hostile or faulty network.
+    pub fn set_tap(&mut self, tap: impl FnMut(usize, usize, &mut Bytes) -> bool + Send + 'static) {
+        self.tap = Some(Tap(Box::new(tap)));
+    }
+
+    /// Removes the tap.
+    pub fn clear_tap(&mut self) {
+        self.tap = None;
+    }
+
+    /// Delivers `bytes` to node `to`'s socket `socket` now, as if sent from `from` (an
+    /// attacker that needs no node of its own).
+    pub fn inject(&mut self, to: usize, socket: SocketKind, from: SocketAddrV4, bytes: &[u8]) {
+        if !self.slots[to].alive {
+            return;
+        }
+        let now = self.now;
+        self.slots[to].node.handle_datagram(now, socket, from, bytes);
+        self.flush(to);
     }
 
     /// Runs one queued item; false when the queue is empty or the next item is after

@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 use corenet_dht::hyper::{
     ConnectError, ConnectOptions, HyperConfig, HyperDht, HyperEvent, ListenOptions, PathKind,
 };
-use corenet_dht::rpc::{Config, SocketKind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use corenet_dht::hyper::messages::{mode, HolepunchMessage};
+use corenet_dht::hyper::command;
+use corenet_dht::rpc::{Config, Message, Request, SocketKind};
 use corenet_dht::sim::{LinkModel, NatKind, Network};
 use corenet_noise::KeyPair;
 
@@ -336,5 +342,348 @@ fn random_to_random_fails_with_the_typed_error() {
             }
             other => panic!("run {run}: random/random gave {other:?}"),
         }
+    }
+}
+
+/// The PEER_HOLEPUNCH message in a datagram, if it is one.
+fn holepunch_of(bytes: &[u8]) -> Option<(Request, HolepunchMessage)> {
+    let Ok(Message::Request(req)) = Message::decode(bytes) else {
+        return None;
+    };
+    if req.internal || req.command != command::PEER_HOLEPUNCH {
+        return None;
+    }
+    let msg = corenet_codec::decode_exact::<HolepunchMessage>(req.value.as_ref()?).ok()?;
+    Some((req, msg))
+}
+
+/// Waits (virtual time, bounded) until every puncher, pool socket, connect and server slot
+/// of `nodes` is gone.
+fn assert_nothing_left(lab: &mut Lab, nodes: &[usize], within: Duration, run: u64) {
+    let deadline = lab.net.now() + within;
+    loop {
+        let left: Vec<_> = nodes
+            .iter()
+            .map(|&i| {
+                let n = lab.net.node(i);
+                (n.punchers(), n.pool_sockets(), n.connects_in_progress(), n.server_punch_slots())
+            })
+            .collect();
+        if left.iter().all(|l| *l == (0, 0, 0, 0)) {
+            return;
+        }
+        assert!(
+            lab.net.now() < deadline,
+            "run {run}: state left behind (punchers, sockets, connects, slots): {left:?}"
+        );
+        lab.net.run_for(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_tampered_holepunch_payload_fails_cleanly() {
+    for run in seeds() {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Consistent),
+            LinkModel::default(),
+        );
+        let server = lab.server;
+        let tampered = Arc::new(AtomicUsize::new(0));
+        let t = tampered.clone();
+        lab.net.set_tap(move |_, to, bytes| {
+            if to == server {
+                if let Some((mut req, mut msg)) = holepunch_of(bytes) {
+                    if msg.mode == mode::FROM_RELAY {
+                        let mut p = msg.payload.to_vec();
+                        if let Some(last) = p.last_mut() {
+                            *last ^= 0x40;
+                        }
+                        msg.payload = Bytes::from(p);
+                        req.value = Some(corenet_codec::to_bytes(&msg));
+                        *bytes = req.to_bytes();
+                        t.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            true
+        });
+        let out = connect(&mut lab, run, ConnectOptions::default(), ListenOptions::default());
+        match out {
+            Outcome::Failed(e, took) => {
+                println!("run {run}: {e} ({}) after {took:?}", e.code());
+                assert_eq!(e, ConnectError::HolepunchRequestTimeout, "run {run}");
+                assert!(took < Duration::from_secs(15), "run {run}: {took:?}");
+            }
+            other => panic!("run {run}: a payload that does not open gave {other:?}"),
+        }
+        assert!(tampered.load(Ordering::Relaxed) > 0);
+        let (s, c) = (lab.server, lab.client);
+        assert_nothing_left(&mut lab, &[s, c], Duration::from_secs(40), run);
+    }
+}
+
+#[test]
+fn a_server_that_vanishes_after_the_probe_round_fails_the_connect_in_bounded_time() {
+    for run in seeds() {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Random),
+            LinkModel::default(),
+        );
+        let client = lab.client;
+        let replied = Arc::new(AtomicBool::new(false));
+        let r = replied.clone();
+        lab.net.set_tap(move |_, to, bytes| {
+            if to == client {
+                if let Ok(Message::Response(res)) = Message::decode(bytes) {
+                    let is_hp = res
+                        .value
+                        .as_ref()
+                        .and_then(|v| corenet_codec::decode_exact::<HolepunchMessage>(v).ok())
+                        .is_some_and(|m| m.mode == mode::REPLY);
+                    if is_hp {
+                        r.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            true
+        });
+        // Listen, then connect; kill the server as soon as its first holepunch answer is
+        // on its way.
+        let kp = KeyPair::from_seed(seed_for(1000, run));
+        let now = lab.net.now();
+        let (s, c) = (lab.server, lab.client);
+        lab.net.node_mut(s).listen_with(now, &kp, ListenOptions::default());
+        lab.net.flush(s);
+        lab.net.run_for(Duration::from_secs(5));
+        while lab.net.node_mut(s).poll_event().is_some() {}
+        let start = lab.net.now();
+        let id = lab.net.node_mut(c).connect(
+            start,
+            &KeyPair::from_seed(seed_for(2000, run)),
+            kp.public_key(),
+            7,
+            ConnectOptions::default(),
+        );
+        lab.net.flush(c);
+        let deadline = start + Duration::from_secs(120);
+        let mut killed = false;
+        let error = loop {
+            while let Some(e) = lab.net.node_mut(s).poll_event() {
+                if let HyperEvent::IncomingHandshake { handshake, .. } = e {
+                    let now = lab.net.now();
+                    lab.net.node_mut(s).accept(now, handshake, 99);
+                    lab.net.flush(s);
+                }
+            }
+            if !killed && replied.load(Ordering::Relaxed) {
+                lab.net.kill(s);
+                killed = true;
+            }
+            let mut done = None;
+            while let Some(e) = lab.net.node_mut(c).poll_event() {
+                match e {
+                    HyperEvent::ConnectFailed { connect, error } if connect == id => {
+                        done = Some(error)
+                    }
+                    HyperEvent::ConnectPath { connect, .. } if connect == id => {
+                        panic!("run {run}: connected to a dead server")
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(e) = done {
+                break e;
+            }
+            assert!(lab.net.step(deadline), "run {run}: the connect never ended");
+        };
+        let took = lab.net.now() - start;
+        println!("run {run}: {error} ({}) after {took:?}", error.code());
+        assert!(killed, "run {run}: the server never answered a holepunch");
+        assert!(took < Duration::from_secs(60), "run {run}: {took:?}");
+        assert_nothing_left(&mut lab, &[c], Duration::from_secs(10), run);
+    }
+}
+
+#[test]
+fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
+    for run in seeds() {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Consistent),
+            LinkModel::default(),
+        );
+        let (s, relay) = (lab.server, 1);
+        let kp = KeyPair::from_seed(seed_for(1000, run));
+        let now = lab.net.now();
+        lab.net.node_mut(s).listen_with(now, &kp, ListenOptions::default());
+        lab.net.flush(s);
+        lab.net.run_for(Duration::from_secs(5));
+        while lab.net.node_mut(s).poll_event().is_some() {}
+        let target = corenet_codec::hash::blake2b_256(kp.public_key().as_bytes());
+        let attacker = SocketAddrV4::new(Ipv4Addr::new(44, 9, 9, 9), 4000);
+        let before = lab.net.datagrams;
+        // 20,000 forged holepunch messages at the server (random slot ids, payloads that do
+        // not open) and 2,000 at a DHT node to be forwarded.
+        for i in 0..22_000u32 {
+            let msg = HolepunchMessage {
+                mode: if i < 20_000 { mode::FROM_RELAY } else { mode::FROM_CLIENT },
+                id: u64::from(i % 700),
+                payload: Bytes::from(vec![i as u8; 60 + (i % 90) as usize]),
+                peer_address: Some(SocketAddrV4::new(Ipv4Addr::new(44, 8, 0, 1), 1 + (i % 60000) as u16)),
+            };
+            let req = Request {
+                tid: i as u16,
+                to: lab.net.server_addr(s),
+                command: command::PEER_HOLEPUNCH,
+                target: Some(target),
+                value: Some(corenet_codec::to_bytes(&msg)),
+                ..Default::default()
+            };
+            let to = if i < 20_000 { s } else { relay };
+            let from = SocketAddrV4::new(*attacker.ip(), attacker.port().wrapping_add((i % 128) as u16));
+            lab.net.inject(to, SocketKind::Server, from, &req.to_bytes());
+        }
+        let sent = lab.net.datagrams - before;
+        let n = lab.net.node(s);
+        println!(
+            "run {run}: flood answered with {sent} datagrams; server slots {}, punchers {}, pool {}",
+            n.server_punch_slots(),
+            n.punchers(),
+            n.pool_sockets()
+        );
+        // The server answers forged slots with nothing, and a relay forwards one for one.
+        assert_eq!(n.server_punch_slots(), 0);
+        assert_eq!((n.punchers(), n.pool_sockets()), (0, 0));
+        assert!(sent <= 2_000 + 50, "run {run}: the flood was amplified: {sent} datagrams out");
+        // A real client still connects.
+        let start_kp = KeyPair::from_seed(seed_for(2000, run));
+        let now = lab.net.now();
+        let c = lab.client;
+        let id = lab.net.node_mut(c).connect(now, &start_kp, kp.public_key(), 7, ConnectOptions::default());
+        lab.net.flush(c);
+        let deadline = now + Duration::from_secs(60);
+        let ok = loop {
+            while let Some(e) = lab.net.node_mut(s).poll_event() {
+                if let HyperEvent::IncomingHandshake { handshake, .. } = e {
+                    let now = lab.net.now();
+                    lab.net.node_mut(s).accept(now, handshake, 99);
+                    lab.net.flush(s);
+                }
+            }
+            let mut done = None;
+            while let Some(e) = lab.net.node_mut(c).poll_event() {
+                match e {
+                    HyperEvent::ConnectPath { connect, kind, .. } if connect == id => done = Some(Ok(kind)),
+                    HyperEvent::ConnectFailed { connect, error } if connect == id => done = Some(Err(error)),
+                    _ => {}
+                }
+            }
+            if let Some(d) = done {
+                break d;
+            }
+            assert!(lab.net.step(deadline), "run {run}: the connect never ended");
+        };
+        assert_eq!(ok, Ok(PathKind::Holepunch), "run {run}");
+    }
+}
+
+#[test]
+fn replayed_holepunch_requests_change_nothing() {
+    for run in seeds() {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Consistent),
+            LinkModel::default(),
+        );
+        let server = lab.server;
+        let captured: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let cap = captured.clone();
+        lab.net.set_tap(move |_, to, bytes| {
+            if to == server && holepunch_of(bytes).is_some() {
+                cap.lock().unwrap().push(bytes.clone());
+            }
+            true
+        });
+        let out = connect(&mut lab, run, ConnectOptions::default(), ListenOptions::default());
+        assert!(matches!(out, Outcome::Path(_, _, PathKind::Holepunch, _)), "run {run}: {out:?}");
+        lab.net.clear_tap();
+        let replays = captured.lock().unwrap().clone();
+        assert!(!replays.is_empty());
+        let from = SocketAddrV4::new(Ipv4Addr::new(44, 0, 0, 2), 49737);
+        for _ in 0..50 {
+            for b in &replays {
+                lab.net.inject(server, SocketKind::Server, from, b);
+            }
+        }
+        let n = lab.net.node(server);
+        assert!(n.punchers() <= 1 && n.pool_sockets() <= 1, "run {run}: replays grew state");
+        let (s, c) = (lab.server, lab.client);
+        assert_nothing_left(&mut lab, &[s, c], Duration::from_secs(60), run);
+    }
+}
+
+#[test]
+fn cone_to_cone_punches_through_ten_percent_loss() {
+    for run in seeds() {
+        let link = LinkModel {
+            loss: 0.10,
+            ..LinkModel::default()
+        };
+        let mut lab = lab(run, Site::Nat(NatKind::Consistent), Site::Nat(NatKind::Consistent), link);
+        match connect(&mut lab, run, ConnectOptions::default(), ListenOptions::default()) {
+            Outcome::Path(socket, address, kind, took) => {
+                println!("run {run}: {kind} in {took:?} at 10% loss");
+                assert_eq!(kind, PathKind::Holepunch);
+                assert_path_open(&mut lab, socket, address, run);
+            }
+            Outcome::Failed(e, took) => panic!("run {run}: {e} after {took:?} at 10% loss"),
+        }
+    }
+}
+
+#[test]
+fn a_run_replays_from_its_seed() {
+    let once = || {
+        let mut lab = lab(7, Site::Nat(NatKind::Consistent), Site::Nat(NatKind::Random), LinkModel::default());
+        let out = connect(&mut lab, 7, ConnectOptions::default(), ListenOptions::default());
+        (format!("{out:?}"), lab.net.datagrams)
+    };
+    assert_eq!(once(), once());
+}
+
+#[test]
+fn a_nat_sample_classifies_each_kind() {
+    for (site, expect) in [
+        (Site::Nat(NatKind::Consistent), corenet_dht::NatType::Consistent),
+        (Site::Nat(NatKind::Random), corenet_dht::NatType::Random),
+    ] {
+        let mut lab = lab(3, site, Site::Open, LinkModel::default());
+        let s = lab.server;
+        let now = lab.net.now();
+        let id = lab.net.node_mut(s).sample_nat(now);
+        lab.net.flush(s);
+        let deadline = now + Duration::from_secs(10);
+        let got = loop {
+            let mut got = None;
+            while let Some(e) = lab.net.node_mut(s).poll_event() {
+                if let HyperEvent::NatSampled { sample, nat, .. } = e {
+                    if sample == id {
+                        got = Some(nat);
+                    }
+                }
+            }
+            if let Some(g) = got {
+                break g;
+            }
+            assert!(lab.net.step(deadline), "no NAT sample");
+        };
+        assert_eq!(got, expect, "{site:?}");
+        assert_eq!(lab.net.node(s).pool_sockets(), 0);
     }
 }
