@@ -453,7 +453,9 @@ impl<N: SimCore> Network<N> {
             return;
         }
         let now = self.now;
-        self.slots[to].node.handle_datagram(now, socket, from, bytes);
+        self.slots[to]
+            .node
+            .handle_datagram(now, socket, from, bytes);
         self.flush(to);
     }
 

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use corenet_dht::hyper::messages::{mode, HolepunchMessage};
 use corenet_dht::hyper::command;
+use corenet_dht::hyper::messages::{mode, HolepunchMessage};
 use corenet_dht::rpc::{Config, Message, Request, SocketKind};
 use corenet_dht::sim::{LinkModel, NatKind, Network};
 use corenet_noise::KeyPair;
@@ -366,7 +366,12 @@ fn assert_nothing_left(lab: &mut Lab, nodes: &[usize], within: Duration, run: u6
             .iter()
             .map(|&i| {
                 let n = lab.net.node(i);
-                (n.punchers(), n.pool_sockets(), n.connects_in_progress(), n.server_punch_slots())
+                (
+                    n.punchers(),
+                    n.pool_sockets(),
+                    n.connects_in_progress(),
+                    n.server_punch_slots(),
+                )
             })
             .collect();
         if left.iter().all(|l| *l == (0, 0, 0, 0)) {
@@ -409,7 +414,12 @@ fn a_tampered_holepunch_payload_fails_cleanly() {
             }
             true
         });
-        let out = connect(&mut lab, run, ConnectOptions::default(), ListenOptions::default());
+        let out = connect(
+            &mut lab,
+            run,
+            ConnectOptions::default(),
+            ListenOptions::default(),
+        );
         match out {
             Outcome::Failed(e, took) => {
                 println!("run {run}: {e} ({}) after {took:?}", e.code());
@@ -456,7 +466,9 @@ fn a_server_that_vanishes_after_the_probe_round_fails_the_connect_in_bounded_tim
         let kp = KeyPair::from_seed(seed_for(1000, run));
         let now = lab.net.now();
         let (s, c) = (lab.server, lab.client);
-        lab.net.node_mut(s).listen_with(now, &kp, ListenOptions::default());
+        lab.net
+            .node_mut(s)
+            .listen_with(now, &kp, ListenOptions::default());
         lab.net.flush(s);
         lab.net.run_for(Duration::from_secs(5));
         while lab.net.node_mut(s).poll_event().is_some() {}
@@ -520,7 +532,9 @@ fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
         let (s, relay) = (lab.server, 1);
         let kp = KeyPair::from_seed(seed_for(1000, run));
         let now = lab.net.now();
-        lab.net.node_mut(s).listen_with(now, &kp, ListenOptions::default());
+        lab.net
+            .node_mut(s)
+            .listen_with(now, &kp, ListenOptions::default());
         lab.net.flush(s);
         lab.net.run_for(Duration::from_secs(5));
         while lab.net.node_mut(s).poll_event().is_some() {}
@@ -531,10 +545,17 @@ fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
         // not open) and 2,000 at a DHT node to be forwarded.
         for i in 0..22_000u32 {
             let msg = HolepunchMessage {
-                mode: if i < 20_000 { mode::FROM_RELAY } else { mode::FROM_CLIENT },
+                mode: if i < 20_000 {
+                    mode::FROM_RELAY
+                } else {
+                    mode::FROM_CLIENT
+                },
                 id: u64::from(i % 700),
                 payload: Bytes::from(vec![i as u8; 60 + (i % 90) as usize]),
-                peer_address: Some(SocketAddrV4::new(Ipv4Addr::new(44, 8, 0, 1), 1 + (i % 60000) as u16)),
+                peer_address: Some(SocketAddrV4::new(
+                    Ipv4Addr::new(44, 8, 0, 1),
+                    1 + (i % 60000) as u16,
+                )),
             };
             let req = Request {
                 tid: i as u16,
@@ -545,8 +566,12 @@ fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
                 ..Default::default()
             };
             let to = if i < 20_000 { s } else { relay };
-            let from = SocketAddrV4::new(*attacker.ip(), attacker.port().wrapping_add((i % 128) as u16));
-            lab.net.inject(to, SocketKind::Server, from, &req.to_bytes());
+            let from = SocketAddrV4::new(
+                *attacker.ip(),
+                attacker.port().wrapping_add((i % 128) as u16),
+            );
+            lab.net
+                .inject(to, SocketKind::Server, from, &req.to_bytes());
         }
         let sent = lab.net.datagrams - before;
         let n = lab.net.node(s);
@@ -559,12 +584,21 @@ fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
         // The server answers forged slots with nothing, and a relay forwards one for one.
         assert_eq!(n.server_punch_slots(), 0);
         assert_eq!((n.punchers(), n.pool_sockets()), (0, 0));
-        assert!(sent <= 2_000 + 50, "run {run}: the flood was amplified: {sent} datagrams out");
+        assert!(
+            sent <= 2_000 + 50,
+            "run {run}: the flood was amplified: {sent} datagrams out"
+        );
         // A real client still connects.
         let start_kp = KeyPair::from_seed(seed_for(2000, run));
         let now = lab.net.now();
         let c = lab.client;
-        let id = lab.net.node_mut(c).connect(now, &start_kp, kp.public_key(), 7, ConnectOptions::default());
+        let id = lab.net.node_mut(c).connect(
+            now,
+            &start_kp,
+            kp.public_key(),
+            7,
+            ConnectOptions::default(),
+        );
         lab.net.flush(c);
         let deadline = now + Duration::from_secs(60);
         let ok = loop {
@@ -578,8 +612,12 @@ fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
             let mut done = None;
             while let Some(e) = lab.net.node_mut(c).poll_event() {
                 match e {
-                    HyperEvent::ConnectPath { connect, kind, .. } if connect == id => done = Some(Ok(kind)),
-                    HyperEvent::ConnectFailed { connect, error } if connect == id => done = Some(Err(error)),
+                    HyperEvent::ConnectPath { connect, kind, .. } if connect == id => {
+                        done = Some(Ok(kind))
+                    }
+                    HyperEvent::ConnectFailed { connect, error } if connect == id => {
+                        done = Some(Err(error))
+                    }
                     _ => {}
                 }
             }
@@ -610,8 +648,16 @@ fn replayed_holepunch_requests_change_nothing() {
             }
             true
         });
-        let out = connect(&mut lab, run, ConnectOptions::default(), ListenOptions::default());
-        assert!(matches!(out, Outcome::Path(_, _, PathKind::Holepunch, _)), "run {run}: {out:?}");
+        let out = connect(
+            &mut lab,
+            run,
+            ConnectOptions::default(),
+            ListenOptions::default(),
+        );
+        assert!(
+            matches!(out, Outcome::Path(_, _, PathKind::Holepunch, _)),
+            "run {run}: {out:?}"
+        );
         lab.net.clear_tap();
         let replays = captured.lock().unwrap().clone();
         assert!(!replays.is_empty());
@@ -622,7 +668,10 @@ fn replayed_holepunch_requests_change_nothing() {
             }
         }
         let n = lab.net.node(server);
-        assert!(n.punchers() <= 1 && n.pool_sockets() <= 1, "run {run}: replays grew state");
+        assert!(
+            n.punchers() <= 1 && n.pool_sockets() <= 1,
+            "run {run}: replays grew state"
+        );
         let (s, c) = (lab.server, lab.client);
         assert_nothing_left(&mut lab, &[s, c], Duration::from_secs(60), run);
     }
@@ -635,8 +684,18 @@ fn cone_to_cone_punches_through_ten_percent_loss() {
             loss: 0.10,
             ..LinkModel::default()
         };
-        let mut lab = lab(run, Site::Nat(NatKind::Consistent), Site::Nat(NatKind::Consistent), link);
-        match connect(&mut lab, run, ConnectOptions::default(), ListenOptions::default()) {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Consistent),
+            link,
+        );
+        match connect(
+            &mut lab,
+            run,
+            ConnectOptions::default(),
+            ListenOptions::default(),
+        ) {
             Outcome::Path(socket, address, kind, took) => {
                 println!("run {run}: {kind} in {took:?} at 10% loss");
                 assert_eq!(kind, PathKind::Holepunch);
@@ -650,8 +709,18 @@ fn cone_to_cone_punches_through_ten_percent_loss() {
 #[test]
 fn a_run_replays_from_its_seed() {
     let once = || {
-        let mut lab = lab(7, Site::Nat(NatKind::Consistent), Site::Nat(NatKind::Random), LinkModel::default());
-        let out = connect(&mut lab, 7, ConnectOptions::default(), ListenOptions::default());
+        let mut lab = lab(
+            7,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Random),
+            LinkModel::default(),
+        );
+        let out = connect(
+            &mut lab,
+            7,
+            ConnectOptions::default(),
+            ListenOptions::default(),
+        );
         (format!("{out:?}"), lab.net.datagrams)
     };
     assert_eq!(once(), once());
@@ -660,7 +729,10 @@ fn a_run_replays_from_its_seed() {
 #[test]
 fn a_nat_sample_classifies_each_kind() {
     for (site, expect) in [
-        (Site::Nat(NatKind::Consistent), corenet_dht::NatType::Consistent),
+        (
+            Site::Nat(NatKind::Consistent),
+            corenet_dht::NatType::Consistent,
+        ),
         (Site::Nat(NatKind::Random), corenet_dht::NatType::Random),
     ] {
         let mut lab = lab(3, site, Site::Open, LinkModel::default());

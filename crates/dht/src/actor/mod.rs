@@ -119,6 +119,8 @@ struct ServerConn {
     relay_pending: bool,
     relay: Option<Arc<Mutex<Option<RelayHold>>>>,
     started: bool,
+    /// The core gave up on a direct or punched path (only a relay is left).
+    punch_failed: bool,
 }
 
 /// A client connect in flight.
@@ -417,7 +419,8 @@ impl DhtActor {
                 ctx,
             ),
             HyperEvent::ServerPathAborted { handshake, .. } => {
-                if let Some(c) = self.server_conns.get(&handshake) {
+                if let Some(c) = self.server_conns.get_mut(&handshake) {
+                    c.punch_failed = true;
                     if !c.started && !c.relay_pending && c.connected.is_none() {
                         self.drop_server_conn(handshake);
                     }
@@ -536,6 +539,7 @@ impl DhtActor {
                         relay_pending: false,
                         relay: None,
                         started: false,
+                        punch_failed: false,
                     },
                 );
                 self.core.accept(Instant::now(), handshake, id);
@@ -935,8 +939,11 @@ impl DhtActor {
                     return;
                 }
                 if cc.core_done {
-                    let err = cc.failed.take().unwrap_or(ConnectError::RelayAborted);
-                    self.fail_client(c, Error::Connect(err));
+                    // As hyperdht: once only the relay was left, its failure is the error.
+                    if let Some(e) = cc.failed.take() {
+                        tracing::debug!(error = %e, "the punch had failed too");
+                    }
+                    self.fail_client(c, Error::Connect(ConnectError::RelayAborted));
                 }
             }
             StreamKey::Server(h) => {
@@ -944,6 +951,9 @@ impl DhtActor {
                     return;
                 };
                 sc.relay_pending = false;
+                if sc.punch_failed && !sc.started && sc.connected.is_none() {
+                    self.drop_server_conn(h);
+                }
             }
         }
     }

@@ -457,12 +457,14 @@ pub enum HyperEvent {
         relay: Option<RelayPairing>,
     },
     /// No direct or punched path opened for an accepted handshake within the wait: destroy
-    /// its stream unless it is relayed.
+    /// its stream unless a relay carries (or may still carry) it.
     ServerPathAborted {
         /// Which server.
         server: ServerId,
         /// Which handshake.
         handshake: HandshakeId,
+        /// A relay pairing was part of the handshake.
+        relayed: bool,
     },
     /// A connect finished its Noise handshake (we are the initiator). The path comes with
     /// [`HyperEvent::ConnectPath`] (at once when the server is reachable) or, after a failed

@@ -526,10 +526,11 @@ impl HyperDht {
             self.destroy_puncher(now, pid);
         }
         self.punch_stats.failed += 1;
-        if !relayed {
-            self.events
-                .push_back(HyperEvent::ServerPathAborted { server, handshake });
-        }
+        self.events.push_back(HyperEvent::ServerPathAborted {
+            server,
+            handshake,
+            relayed,
+        });
     }
 
     pub(super) fn on_server_punch_timer(&mut self, now: Instant, id: u64) {
