@@ -12,6 +12,7 @@
 //!   remote address before (connection tracking), never unsolicited, and never hairpinned;
 //! - a datagram with a low TTL (under [`LOW_TTL_HOPS`]) opens the mapping but dies before it
 //!   reaches anything beyond the NAT.
+//!
 //! Nodes behind the same NAT reach each other's LAN addresses directly.
 
 use std::cmp::Reverse;

@@ -389,7 +389,7 @@ impl Puncher {
     /// JS `analyze(allowReopen)`: `None` while the NAT analysis (or a reopen) is under way,
     /// else whether the socket is stable enough to punch from. With `allow_reopen`, an
     /// unstable socket is replaced by a fresh one up to [`MAX_REOPENS`] times; the new
-    /// socket's sampling must be started by the owner (see [`Puncher::take_reset`]).
+    /// socket's sampling must be started by the owner (see [`Puncher::take_fresh_socket`]).
     pub fn analyze(&mut self, allow_reopen: bool, pool: &mut SocketPool) -> Option<bool> {
         if let Reopen::Finished(r) = self.reopen {
             if allow_reopen {
@@ -410,11 +410,14 @@ impl Puncher {
             Reopen::Running { done } => done,
             Reopen::Finished(r) => return Some(r),
         };
-        if self.unstable() && done < MAX_REOPENS && !self.done() && !self.punching {
-            if self.reset(pool) {
-                self.reopen = Reopen::Running { done: done + 1 };
-                return None;
-            }
+        if self.unstable()
+            && done < MAX_REOPENS
+            && !self.done()
+            && !self.punching
+            && self.reset(pool)
+        {
+            self.reopen = Reopen::Running { done: done + 1 };
+            return None;
         }
         let r = coerce(self.nat.firewall()) == firewall::CONSISTENT;
         self.reopen = Reopen::Finished(r);

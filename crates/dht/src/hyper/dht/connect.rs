@@ -445,7 +445,7 @@ impl HyperDht {
             connect: c,
             result,
             remote_udx_id: udx.id as u32,
-            payload,
+            payload: Box::new(payload),
             relay,
         });
         if !relayed {
@@ -474,7 +474,7 @@ impl HyperDht {
         address: SocketAddrV4,
         kind: PathKind,
     ) {
-        if !self.connects.get(&c).is_some_and(|conn| conn.est.is_some()) {
+        if self.connects.get(&c).is_none_or(|conn| conn.est.is_none()) {
             return;
         }
         match kind {
@@ -519,18 +519,16 @@ impl HyperDht {
             .holepunch
             .as_ref()
             .is_some_and(|h| !h.relays.is_empty());
-        if e.payload.firewall == firewall::OPEN || !holepunchable {
-            if e.payload.firewall == firewall::OPEN || (e.relayed && !holepunchable) {
-                let addr = e
-                    .payload
-                    .addresses4
-                    .iter()
-                    .find(|a| !is_bogon(a.ip()))
-                    .copied()
-                    .unwrap_or(e.server_address);
-                let socket = self.node.request_socket();
-                return self.take_path(c, socket, addr, PathKind::Direct);
-            }
+        if e.payload.firewall == firewall::OPEN || (e.relayed && !holepunchable) {
+            let addr = e
+                .payload
+                .addresses4
+                .iter()
+                .find(|a| !is_bogon(a.ip()))
+                .copied()
+                .unwrap_or(e.server_address);
+            let socket = self.node.request_socket();
+            return self.take_path(c, socket, addr, PathKind::Direct);
         }
         if our_firewall == firewall::OPEN {
             // The server connects to us; the driver reports it (`connect_path_taken`).
@@ -858,10 +856,8 @@ impl HyperDht {
         }
         e.wake_at = None;
         match e.phase {
-            Phase::Waiting => {
-                if !e.lan_pending {
-                    self.fail_connect(c, ConnectError::HolepunchAborted);
-                }
+            Phase::Waiting if !e.lan_pending => {
+                self.fail_connect(c, ConnectError::HolepunchAborted);
             }
             Phase::ProbeSleep { retry } => {
                 e.phase = Phase::ProbeAnalyze {

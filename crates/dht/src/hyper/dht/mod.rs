@@ -478,7 +478,7 @@ pub enum HyperEvent {
         /// The server's UDX stream id.
         remote_udx_id: u32,
         /// The server's payload (firewall, addresses, relay addresses).
-        payload: NoisePayload,
+        payload: Box<NoisePayload>,
         /// Pair through a blind relay.
         relay: Option<RelayPairing>,
     },
@@ -1094,7 +1094,7 @@ impl HyperDht {
             .iter()
             .map(|e| (e.seen, e.added, e.addr))
             .collect();
-        v.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        v.sort_by_key(|e| Reverse((e.0, e.1)));
         v.into_iter().take(32).map(|(_, _, a)| a).collect()
     }
 
