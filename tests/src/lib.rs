@@ -165,9 +165,9 @@ impl JsPeer {
 }
 
 /// A Rust DHT node on 127.0.0.1 that behaves as if behind a NAT: its quick reachability check
-/// is off (it stays firewalled, as default JS peers on a loopback testnet do) and the LAN
-/// shortcut is off (same-host peers would take it): its connections, both ways, go through
-/// the holepunch. Only the Rust side is made harder; JS peers keep their defaults.
+/// is off (it stays firewalled) and the LAN shortcut is off (same-host peers would take it).
+/// On a [`corenet_dht::Testnet::behind_nats`], where no peer passes a reachability check,
+/// its connections to and from default-option JS peers go through the holepunch.
 pub async fn natted_dht(bootstrap: Vec<std::net::SocketAddrV4>) -> corenet_dht::Dht {
     let d = corenet_dht::Dht::spawn(
         corenet_dht::DhtConfig::default()

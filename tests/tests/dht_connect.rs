@@ -220,19 +220,19 @@ async fn js_server_refuses_a_rust_client_by_firewall() {
 /// the holepunch (probe round, punch round, probes), not a direct path.
 #[tokio::test]
 async fn holepunch_on_loopback_with_a_default_js_peer_both_ways() {
-    let mut js = JsPeer::spawn_interactive("dht-peer.js", &["testnet", "5"]);
-    let ready = js.expect("ready", WAIT).await;
-    let bootstrap: Vec<SocketAddrV4> = ready["bootstrap"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap().parse().unwrap())
-        .collect();
+    // A testnet whose nodes answer no reachability check: both peers stay firewalled, as
+    // behind NATs (the JS peer on hyperdht's defaults, the Rust one without the LAN
+    // shortcut, which same-host peers would take).
+    let testnet = Testnet::behind_nats(5).await.unwrap();
+    let bootstrap = testnet.bootstrap.clone();
+    let boot = bootstrap[0].to_string();
+    let mut js = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot]);
+    js.expect("ready", WAIT).await;
     let rust = natted_node(bootstrap.clone()).await;
     let nat = rust.nat().await.unwrap();
     assert!(nat.firewalled, "the Rust peer stays firewalled: {nat:?}");
 
-    // Rust client -> JS server (JS on defaults: firewalled on a loopback testnet).
+    // Rust client -> JS server.
     js.request(
         json!({"cmd": "listen", "seed": hex::encode([0x71; 32])}),
         "listening",
@@ -292,4 +292,5 @@ async fn holepunch_on_loopback_with_a_default_js_peer_both_ways() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     rust.destroy().await;
+    testnet.destroy().await;
 }

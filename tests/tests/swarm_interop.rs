@@ -433,7 +433,7 @@ async fn killing_a_peer_mid_stream_disconnects_and_the_client_redials() {
 /// connection goes through the holepunch, and data flows over it.
 #[tokio::test]
 async fn holepunch_on_loopback_between_rust_and_default_js_swarms_both_ways() {
-    let testnet = Testnet::new(5, 0).await.unwrap();
+    let testnet = Testnet::behind_nats(5).await.unwrap();
     let dht = natted_dht(testnet.bootstrap.clone()).await;
     let rust = Swarm::builder()
         .seed(seed(40, 0))

@@ -106,9 +106,17 @@ pub(crate) async fn testnet(nodes: usize, host: Ipv4Addr, port: u16) -> Result<(
     if nodes == 0 {
         return Err(CliError::Usage("--nodes must be at least 1".into()));
     }
-    let t = Testnet::with_host(nodes, host, port)
-        .await
-        .map_err(CliError::runtime)?;
+    let t = if behind_nat() {
+        if !host.is_loopback() || port != 0 {
+            return Err(CliError::Usage(
+                "testnet --behind-nat runs on 127.0.0.1 on any port".into(),
+            ));
+        }
+        Testnet::behind_nats(nodes).await
+    } else {
+        Testnet::with_host(nodes, host, port).await
+    }
+    .map_err(CliError::runtime)?;
     for b in &t.bootstrap {
         println!("bootstrap {b}");
     }

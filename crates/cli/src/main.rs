@@ -36,7 +36,8 @@ struct Cli {
     host: IpAddr,
     /// Behave as if behind a NAT: stay firewalled (skip the quick reachability check) and
     /// use no LAN shortcut, so that peers on one machine connect through the holepunch
-    /// (for trying NAT traversal locally).
+    /// (for trying NAT traversal locally). With `testnet`: its nodes answer no
+    /// reachability check, so every peer on it stays firewalled.
     #[arg(long, global = true)]
     behind_nat: bool,
     /// More log output on stderr (repeat for more).

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{net_args, testnet, Proc};
+use common::{net_args, testnet, testnet_behind_nats, Proc};
 use corenet_tests::JsPeer;
 use serde_json::json;
 
@@ -93,11 +93,12 @@ async fn js_reads_what_the_cli_shares_and_the_cli_gets_what_js_wrote() {
     drop(sharer);
 }
 
-/// The same both ways with the CLI behind a (simulated) NAT (`--behind-nat`: firewalled, no
-/// LAN shortcut) and the JS app on its defaults: the connections go through the holepunch.
+/// The same both ways on a testnet that answers no reachability check (every peer stays
+/// firewalled, as behind NATs), the CLI without the LAN shortcut (`--behind-nat`) and the JS
+/// app on its defaults: the connections go through the holepunch.
 #[tokio::test(flavor = "multi_thread")]
 async fn share_and_get_with_a_default_js_app_through_the_holepunch() {
-    let (_testnet, boot) = testnet();
+    let (_testnet, boot) = testnet_behind_nats();
     let dir = tempfile::tempdir().unwrap();
     let mut js = JsPeer::spawn_interactive("networker-peer.js", &[&boot, &"cd".repeat(32)]);
     js.expect("ready", JS_WAIT).await;

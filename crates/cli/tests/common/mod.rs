@@ -109,7 +109,19 @@ impl Drop for Proc {
 }
 
 pub(crate) fn testnet() -> (Proc, String) {
-    let t = Proc::spawn(&["testnet", "--nodes", "3", "--port", "0"]);
+    testnet_with(&[])
+}
+
+/// A testnet whose nodes answer no reachability check: every peer stays firewalled, as
+/// behind NATs.
+pub(crate) fn testnet_behind_nats() -> (Proc, String) {
+    testnet_with(&["--behind-nat"])
+}
+
+fn testnet_with(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["testnet", "--nodes", "3", "--port", "0"];
+    args.extend_from_slice(extra);
+    let t = Proc::spawn(&args);
     let boot = t.line("bootstrap ")["bootstrap ".len()..].to_string();
     t.line("ready");
     (t, boot)

@@ -91,6 +91,7 @@ pub struct DhtConfig {
     pub(super) results_buffer: usize,
     pub(super) quick_firewall: bool,
     pub(super) lan: bool,
+    pub(super) answer_ping_nat: bool,
 }
 
 impl Default for DhtConfig {
@@ -105,6 +106,7 @@ impl Default for DhtConfig {
             results_buffer: 256,
             quick_firewall: true,
             lan: true,
+            answer_ping_nat: true,
         }
     }
 }
@@ -155,6 +157,12 @@ impl DhtConfig {
     /// punch on loopback.
     pub fn with_lan(mut self, on: bool) -> Self {
         self.lan = on;
+        self
+    }
+    /// Answer other nodes' reachability checks (PING_NAT). Default: true. See
+    /// [`Testnet::behind_nats`](super::Testnet::behind_nats).
+    pub fn with_answer_ping_nat(mut self, on: bool) -> Self {
+        self.answer_ping_nat = on;
         self
     }
     /// Results buffered per streaming operation before the oldest is dropped. Default: 256.

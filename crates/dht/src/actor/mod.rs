@@ -188,6 +188,7 @@ impl DhtActor {
             .with_firewalled(config.firewalled)
             .with_server_port(local.port())
             .with_quick_firewall(config.quick_firewall)
+            .with_answer_ping_nat(config.answer_ping_nat)
             .with_seed(seed);
         if let Some(p) = config.public_address {
             rpc = rpc.with_public_address(p);

@@ -22,6 +22,24 @@ impl Testnet {
     /// Starts `size` nodes on `host` (an address of this machine other nodes can reach:
     /// not 0.0.0.0, since it is the nodes' advertised address); the first binds `port`.
     pub async fn with_host(size: usize, host: Ipv4Addr, port: u16) -> Result<Testnet, Error> {
+        Self::build(size, host, port, true).await
+    }
+
+    /// Starts `size` nodes on 127.0.0.1 that never answer a reachability check (PING_NAT):
+    /// every peer on this testnet, Rust or JS, stays firewalled, as peers behind NATs do.
+    /// Loopback has no NATs; this is how a loopback test makes peers on their default
+    /// options connect through the holepunch (with the LAN shortcut out of the way, see
+    /// [`DhtConfig::with_lan`]).
+    pub async fn behind_nats(size: usize) -> Result<Testnet, Error> {
+        Self::build(size, Ipv4Addr::LOCALHOST, 0, false).await
+    }
+
+    async fn build(
+        size: usize,
+        host: Ipv4Addr,
+        port: u16,
+        answer_ping_nat: bool,
+    ) -> Result<Testnet, Error> {
         if host.is_unspecified() {
             return Err(Error::Bind(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -40,6 +58,7 @@ impl Testnet {
                 .with_port(first_addr.port())
                 .with_ephemeral(Some(false))
                 .with_firewalled(false)
+                .with_answer_ping_nat(answer_ping_nat)
                 .with_public_address(first_addr),
         )
         .await?;
@@ -51,7 +70,8 @@ impl Testnet {
                     .with_host(host)
                     .with_bootstrap(bootstrap.clone())
                     .with_ephemeral(Some(false))
-                    .with_firewalled(false),
+                    .with_firewalled(false)
+                    .with_answer_ping_nat(answer_ping_nat),
             )
             .await?;
             n.bootstrapped().await?;

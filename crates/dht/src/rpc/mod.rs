@@ -301,6 +301,8 @@ pub struct Config {
     pub(crate) seed: [u8; 32],
     /// Run the quick PING_NAT reachability test during bootstrap.
     pub(crate) quick_firewall: bool,
+    /// Answer other nodes' PING_NAT (their reachability checks).
+    pub(crate) answer_ping_nat: bool,
 }
 
 impl Default for Config {
@@ -317,6 +319,7 @@ impl Default for Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             seed: [0; 32],
             quick_firewall: true,
+            answer_ping_nat: true,
         }
     }
 }
@@ -372,6 +375,13 @@ impl Config {
     /// pass a random seed.
     pub fn with_seed(mut self, seed: [u8; 32]) -> Self {
         self.seed = seed;
+        self
+    }
+    /// Answer PING_NAT, the request other nodes test their reachability with. Default: true.
+    /// A node that does not answer makes everyone who asks it look firewalled (a test
+    /// network uses it to stand for a network of NATs, which loopback cannot show).
+    pub fn with_answer_ping_nat(mut self, on: bool) -> Self {
+        self.answer_ping_nat = on;
         self
     }
     /// Run the quick reachability test during bootstrap. Default: true.

@@ -823,6 +823,9 @@ impl Node {
         match req.command {
             internal::PING => self.reply(&req, ReplyOptions::ack()),
             internal::PING_NAT => {
+                if !self.config.answer_ping_nat {
+                    return;
+                }
                 let Some(v) = req.value.as_ref().filter(|v| v.len() >= 2) else {
                     return;
                 };
