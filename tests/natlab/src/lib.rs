@@ -15,6 +15,8 @@
 //! - [`topology`]: the topologies (server site / client site) and what each is expected to do.
 //! - [`peer`]: command templates, peer processes in a namespace, the line protocol.
 //! - [`run`]: one run: build the sites, start relay/server/client, record the result.
+//! - [`fault`]: faults injected into a run (a relay that never pairs, a server that vanishes
+//!   mid-punch), triggered by the first packet that reaches the watched site.
 //! - [`report`]: per-topology summaries, the table and the JSON file.
 //!
 //! # Addresses
@@ -37,6 +39,7 @@
 //! ```
 
 pub mod cmd;
+pub mod fault;
 pub mod lab;
 pub mod nft;
 pub mod peer;

@@ -23,6 +23,9 @@ const USAGE: &str = "usage: natlab [options]
   --corenet PATH       what {corenet} expands to (default target/debug/corenet)
   --loss N             N% UDP loss each way on every peer site's internet side
   --timeout S          bound on one connect in seconds (default 75)
+  --fault F            inject a fault in every run: relay-stop, relay-kill, relay-unpaired
+                       (random-random-relay unless --only), server-kill (cone-random unless
+                       --only); see README
   --verbose            print the peers' lines of every unexpected run
   --hold               build the first topology's sites, print their namespaces and wait
                        for Enter (at most 10 min) instead of running peers (debugging)
@@ -85,6 +88,12 @@ fn parse() -> Result<Option<Args>, String> {
                 let s: u64 = value()?.parse().map_err(|e| format!("--timeout: {e}"))?;
                 a.cfg.connect_timeout = Duration::from_secs(s.clamp(1, 600));
             }
+            "--fault" => {
+                let v = value()?;
+                a.cfg.fault = Some(corenet_natlab::fault::Fault::parse(&v).ok_or(format!(
+                    "--fault {v}: relay-stop, relay-kill, relay-unpaired or server-kill"
+                ))?);
+            }
             "--verbose" | "-v" => a.verbose = true,
             "--hold" => a.hold = true,
             "--list" => {
@@ -116,6 +125,9 @@ fn parse() -> Result<Option<Args>, String> {
     }
     if a.runs == 0 {
         return Err("--runs must be at least 1".into());
+    }
+    if let (Some(f), true) = (a.cfg.fault, a.only.is_empty()) {
+        a.only.push(f.default_topology().to_string());
     }
     Ok(Some(a))
 }

@@ -257,7 +257,9 @@ impl Event {
                 .trim()
                 .rsplit_once('(')
                 .and_then(|(_, c)| c.strip_suffix(')'))
-                .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+                .filter(|c| {
+                    !c.is_empty() && c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_')
+                })
                 .unwrap_or("ERROR");
             return Event::Error {
                 code: code.into(),
@@ -372,6 +374,36 @@ impl Peer {
         if let Some(stdin) = self.stdin.as_mut() {
             let _ = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
         }
+    }
+
+    /// Closes the peer's stdin: a client that pipes stdin to its connection (the CLI) ends
+    /// the connection and exits, as the JS client does by itself after the echo.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// The process id (the peer itself: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to the peer if it is still running;
+    /// returns whether it was.
+    pub fn signal(&mut self, signal: &str) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Whether the peer has exited, and how (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Reads lines until `f` returns `Some`, the deadline passes, or the peer's output ends.

@@ -75,7 +75,8 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
 
 /// Sums up `results` (the runs of `topo`).
 pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
-    let connecting = matches!(topo.expect, Expect::Connect);
+    let fault = results.iter().find_map(|r| r.fault);
+    let connecting = matches!(topo.expect, Expect::Connect) && fault.is_none();
     let mut timed: Vec<f64> = results
         .iter()
         .filter(|r| {
@@ -85,7 +86,14 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
                 r.outcome == Outcome::Failed
             }
         })
-        .filter_map(|r| r.ms)
+        // A fault run is timed by the lab's clock (the CLI prints no time with its error).
+        .filter_map(|r| {
+            if fault.is_some() {
+                Some(r.wall_ms)
+            } else {
+                r.ms
+            }
+        })
         .collect();
     let mut echoes: Vec<f64> = results
         .iter()
@@ -101,9 +109,10 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
         };
     Summary {
         topology: topo.name.into(),
-        expect: match topo.expect {
-            Expect::Connect => "connect".into(),
-            Expect::Fail(codes) => format!("fail {}", codes.join("|")),
+        expect: match (fault, topo.expect) {
+            (Some(f), _) => f.expect_text(),
+            (None, Expect::Connect) => "connect".into(),
+            (None, Expect::Fail(codes)) => format!("fail {}", codes.join("|")),
         },
         runs: results.len(),
         successes: results
