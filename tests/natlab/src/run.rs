@@ -91,6 +91,9 @@ impl Outcome {
 pub struct RunResult {
     /// The topology's name.
     pub topology: String,
+    /// Which combination ran it (`rust-js`, ...; see [`crate::combo`]), when the caller
+    /// set one; empty otherwise.
+    pub label: String,
     /// 1-based run number.
     pub run: usize,
     /// How it ended.
@@ -142,6 +145,7 @@ impl RunResult {
     fn new(topo: &Topology, run: usize) -> RunResult {
         RunResult {
             topology: topo.name.into(),
+            label: String::new(),
             run,
             outcome: Outcome::Setup,
             code: None,
@@ -168,7 +172,11 @@ impl RunResult {
 
     /// One line for the console.
     pub fn line(&self) -> String {
-        let mut s = format!(
+        let mut s = String::new();
+        if !self.label.is_empty() {
+            s += &format!("{:<20} ", self.label);
+        }
+        s += &format!(
             "{:<20} #{:<3} {:<11}",
             self.topology,
             self.run,
@@ -204,6 +212,9 @@ impl RunResult {
             match self.fault_ms {
                 Some(ms) => s += &format!(" {}@{ms:.0}ms wall={:.0}ms", f.name(), self.wall_ms),
                 None => s += &format!(" {}:never-fired", f.name()),
+            }
+            if self.client_exited && self.leftover.is_empty() {
+                s += " client-exited-clean";
             }
         }
         if self.outcome != Outcome::Setup && !self.client_exited {
@@ -472,7 +483,16 @@ fn drive_client(client: &mut Peer, cfg: &RunConfig, r: &mut RunResult) {
 
 /// Copies a peer's records (path, nat, node, stats, connections) into `r`.
 fn collect(peer: &Peer, r: &mut RunResult, is_client: bool) {
-    for (_, e) in peer.events() {
+    // For a client that echoes through stdin/stdout (the CLI), the lab's clock between its
+    // `connected` line and the ping line coming back, added to its connect time.
+    let mut connected_at = None;
+    let mut ping_back_at = None;
+    for (line, e) in peer.events() {
+        match e {
+            Event::Connected { .. } if is_client => connected_at = connected_at.or(Some(line.at)),
+            Event::Echo(None) if is_client => ping_back_at = ping_back_at.or(Some(line.at)),
+            _ => {}
+        }
         match e {
             Event::Path { kind, ms } if is_client => {
                 r.path = Some(kind);
@@ -515,6 +535,11 @@ fn collect(peer: &Peer, r: &mut RunResult, is_client: bool) {
             }
             Event::Connection(_) if !is_client => r.server_connections += 1,
             _ => {}
+        }
+    }
+    if let (None, Some(ms), Some(c), Some(e)) = (r.echo_ms, r.ms, connected_at, ping_back_at) {
+        if r.outcome == Outcome::Connected && r.peer_timed {
+            r.echo_ms = Some(ms + e.saturating_sub(c).as_secs_f64() * 1e3);
         }
     }
 }
