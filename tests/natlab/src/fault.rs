@@ -1,13 +1,14 @@
-//! Faults injected into a run: a relay that stops (or dies) once a peer reaches it, a server
-//! that dies once the client's first packet reaches its site.
+//! Faults injected into a run: a relay that stops (or dies) once a peer reaches it, a relay
+//! that never hears from the server, a server that dies once the client punches.
 //!
 //! # The trigger
 //! A fault fires on a packet, not on a timer, so it means the same for every implementation:
 //! a table in the namespace that holds the watched site's internet-facing interface marks
 //! UDP packets from the given sources for tracing (`meta nftrace set 1`, at prerouting
 //! priority -350, before conntrack and NAT) and drops them, and `nft monitor trace` in that
-//! namespace prints a line per traced packet. The first line makes the watcher signal the
-//! target peer (`kill -STOP` or `-KILL` by its pid) and then delete the table. The watched
+//! namespace prints a line per traced packet. The first line ([`Trigger::First`]; for
+//! [`Trigger::Ports`] the first from the n-th source port, packets passing) makes the watcher
+//! signal the target peer (`kill -STOP` or `-KILL` by its pid) and delete the table. The watched
 //! packets are dropped until the signal is delivered (a few ms): a Rust relay pairs both
 //! peers within 2 ms of their first packets, faster than a signal can follow the trace line,
 //! so without the drop the fault would come after the pairing. For the peers the target is
@@ -26,9 +27,11 @@
 //!   client's pair request and holds it, acknowledged and unanswered. This is the relay that
 //!   never pairs with the client's connection to it alive: hyperdht's 15 s pairing timeout
 //!   (`RELAY_ABORTED`) is what ends it, not a dead stream.
-//! - [`Fault::ServerKill`]: the server is killed at the first packet from the client's
-//!   public address to the server's site: the server has answered the handshake and the
-//!   first holepunch round (that packet is the client's first probe) and vanishes.
+//! - [`Fault::ServerKill`]: the server is killed when packets from a second source port of
+//!   the client's public address reach the server's site (they pass; [`Trigger::Ports`]): a
+//!   random client's birthday sockets, so the server has answered the handshake and the punch
+//!   round and vanishes. (JS sends one probe from one socket in round 1; killing at that
+//!   first packet makes a JS client fail in ~4 s, when round 2 goes unanswered.)
 //!
 //! A fault run is as expected when the client fails by itself with one of the fault's codes
 //! within its bound, exits by itself, and leaves no process in its namespace.
@@ -52,7 +55,7 @@ pub enum Fault {
     RelayKill,
     /// Keep the server from ever reaching the relay.
     RelayUnpaired,
-    /// Kill the server at the client's first packet to the server's site.
+    /// Kill the server once the client's punch (its second source port) reaches the site.
     ServerKill,
 }
 

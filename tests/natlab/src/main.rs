@@ -207,7 +207,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "natlab: lab {} (DHT {}), {} topologies x {} runs, loss {}%",
+        "natlab: lab {} (DHT {}), {} topologies x {} runs{}, loss {}%",
         lab.prefix(),
         lab.bootstrap()
             .iter()
@@ -216,6 +216,11 @@ fn main() -> ExitCode {
             .join(" "),
         topologies.len(),
         args.runs,
+        if args.bench {
+            " per combination (--bench)"
+        } else {
+            ""
+        },
         args.cfg.loss
     );
 
