@@ -89,7 +89,10 @@ pub struct Case {
 impl Case {
     /// The label on its run lines: the combination (and fault).
     pub fn label(&self) -> String {
-        let c = self.combo.name_for(&self.topology);
+        let mut c = self.combo.name_for(&self.topology);
+        if self.dht == DhtKind::Rust {
+            c += "@rust-dht";
+        }
         match self.fault {
             Some(f) => format!("{} {c}", f.name()),
             None => c,
