@@ -56,6 +56,11 @@ pub struct Host {
     pub ns: String,
     /// Its own address (private behind a NAT).
     pub addr: Ipv4Addr,
+    /// The namespace that holds the site's internet-facing interface ([`WAN`]): the host's
+    /// own for an open host, else its (outermost) router's.
+    pub wan_ns: String,
+    /// The site's address on the internet (`44.0.<site>.1`).
+    pub public: Ipv4Addr,
 }
 
 /// The namespaces of one run's topology.
@@ -282,13 +287,18 @@ impl Lab {
                 if loss > 0 {
                     nft(&ns, &crate::nft::loss(loss))?;
                 }
-                Ok(vec![Host { ns, addr: public }])
+                Ok(vec![Host {
+                    wan_ns: ns.clone(),
+                    ns,
+                    addr: public,
+                    public,
+                }])
             }
             Site::Nat(nat) => {
                 let router = self.site_ns(b, &format!("{name}-nat"))?;
                 b.ports.push(self.internet_iface(&router, WAN, public)?);
                 self.router(&router, nat, &format!("{lan_gw}/24"), loss)?;
-                self.lan_hosts(b, name, &router, index, hosts)
+                self.lan_hosts(b, name, &router, &router, index, hosts)
             }
             Site::Cgnat { isp, home } => {
                 let isp_ns = self.site_ns(b, &format!("{name}-isp"))?;
@@ -307,17 +317,20 @@ impl Lab {
                     &["route", "add", INTERNET, "via", &isp_gw.to_string()],
                 )?;
                 self.router(&home_ns, home, &format!("{lan_gw}/24"), 0)?;
-                self.lan_hosts(b, name, &home_ns, index, hosts)
+                self.lan_hosts(b, name, &home_ns, &isp_ns, index, hosts)
             }
         }
     }
 
-    /// Hosts `192.168.<index>.2..` on `router`'s LAN, routed to the internet through it.
+    /// Hosts `192.168.<index>.2..` on `router`'s LAN, routed to the internet through it
+    /// (`wan_ns` holds the site's internet-facing interface).
+    #[allow(clippy::too_many_arguments)]
     fn lan_hosts(
         &mut self,
         b: &mut Building,
         name: &str,
         router: &str,
+        wan_ns: &str,
         index: u8,
         hosts: u8,
     ) -> Result<Vec<Host>, Error> {
@@ -338,7 +351,12 @@ impl Lab {
             ip(&ns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             ip(&ns, &["link", "set", "eth0", "up"])?;
             ip(&ns, &["route", "add", INTERNET, "via", &gw])?;
-            out.push(Host { ns, addr });
+            out.push(Host {
+                ns,
+                addr,
+                wan_ns: wan_ns.to_string(),
+                public: Ipv4Addr::new(44, 0, index, 1),
+            });
         }
         Ok(out)
     }

@@ -15,7 +15,13 @@
 //! - [`topology`]: the topologies (server site / client site) and what each is expected to do.
 //! - [`peer`]: command templates, peer processes in a namespace, the line protocol.
 //! - [`run`]: one run: build the sites, start relay/server/client, record the result.
-//! - [`report`]: per-topology summaries, the table and the JSON file.
+//! - [`fault`]: faults injected into a run (a relay that never pairs, a server that vanishes
+//!   mid-punch), triggered by the first packet that reaches the watched site.
+//! - [`report`]: per-topology summaries, the table and the JSON file, the benchmark's
+//!   markdown table.
+//! - [`combo`]: which implementation (JS or Rust) plays server, client and relay.
+//! - [`suite`]: the test group (`cargo test -p corenet-natlab`): every topology for every
+//!   mixed combination, JS peers on the Rust DHT, and the faults.
 //!
 //! # Addresses
 //! The "internet" is `44.0.0.0/16` on one bridge: not on hyperdht's bogon list (so peers treat
@@ -37,11 +43,14 @@
 //! ```
 
 pub mod cmd;
+pub mod combo;
+pub mod fault;
 pub mod lab;
 pub mod nft;
 pub mod peer;
 pub mod report;
 pub mod run;
+pub mod suite;
 pub mod topology;
 
 use std::fmt;

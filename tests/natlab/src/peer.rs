@@ -376,6 +376,36 @@ impl Peer {
         }
     }
 
+    /// Closes the peer's stdin: a client that pipes stdin to its connection (the CLI) ends
+    /// the connection and exits, as the JS client does by itself after the echo.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// The process id (the peer itself: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to the peer if it is still running;
+    /// returns whether it was.
+    pub fn signal(&mut self, signal: &str) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Whether the peer has exited, and how (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Reads lines until `f` returns `Some`, the deadline passes, or the peer's output ends.
     pub fn wait_for<T>(
         &mut self,

@@ -8,6 +8,8 @@ use crate::topology::{Expect, Topology};
 pub struct Summary {
     /// The topology's name.
     pub topology: String,
+    /// The runs' label (the combination), empty when none was set.
+    pub label: String,
     /// What was expected, as text (`connect` or `fail CODE|CODE`).
     pub expect: String,
     /// Runs made.
@@ -25,6 +27,13 @@ pub struct Summary {
     pub min: Option<f64>,
     /// See `median`.
     pub max: Option<f64>,
+    /// 10th and 90th percentile of the same times (linear between closest ranks).
+    pub p10: Option<f64>,
+    /// See `p10`.
+    pub p90: Option<f64>,
+    /// Whether some of these times are the lab's clock (from the client process's start, so
+    /// with its bootstrap) because the peer printed none (the CLI's errors carry no time).
+    pub wall_timed: bool,
     /// Median of connect call to first echoed byte, over connected runs (for a relayed
     /// connection `open` comes before any byte went through the relay).
     pub echo_median: Option<f64>,
@@ -73,20 +82,44 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
     })
 }
 
+/// The `q`-quantile (0..=1) of `v`, linear between the closest ranks (numpy's default).
+pub fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
 /// Sums up `results` (the runs of `topo`).
 pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
-    let connecting = matches!(topo.expect, Expect::Connect);
+    let fault = results.iter().find_map(|r| r.fault);
+    let connecting = matches!(topo.expect, Expect::Connect) && fault.is_none();
+    let included = |r: &&RunResult| {
+        if connecting {
+            r.outcome == Outcome::Connected
+        } else {
+            r.outcome == Outcome::Failed
+        }
+    };
+    // A fault run is timed by the lab's clock (the CLI prints no time with its error).
     let mut timed: Vec<f64> = results
         .iter()
-        .filter(|r| {
-            if connecting {
-                r.outcome == Outcome::Connected
+        .filter(included)
+        .filter_map(|r| {
+            if fault.is_some() {
+                Some(r.wall_ms)
             } else {
-                r.outcome == Outcome::Failed
+                r.ms
             }
         })
-        .filter_map(|r| r.ms)
         .collect();
+    let wall_timed = results
+        .iter()
+        .filter(included)
+        .any(|r| fault.is_some() || !r.peer_timed);
     let mut echoes: Vec<f64> = results
         .iter()
         .filter(|r| r.outcome == Outcome::Connected)
@@ -101,9 +134,11 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
         };
     Summary {
         topology: topo.name.into(),
-        expect: match topo.expect {
-            Expect::Connect => "connect".into(),
-            Expect::Fail(codes) => format!("fail {}", codes.join("|")),
+        label: results.first().map(|r| r.label.clone()).unwrap_or_default(),
+        expect: match (fault, topo.expect) {
+            (Some(f), _) => f.expect_text(),
+            (None, Expect::Connect) => "connect".into(),
+            (None, Expect::Fail(codes)) => format!("fail {}", codes.join("|")),
         },
         runs: results.len(),
         successes: results
@@ -114,6 +149,9 @@ pub fn summarize(topo: &Topology, results: &[RunResult], loss: u8) -> Summary {
         ok,
         min: timed.iter().copied().reduce(f64::min),
         max: timed.iter().copied().reduce(f64::max),
+        p10: percentile(&mut timed, 0.1),
+        p90: percentile(&mut timed, 0.9),
+        wall_timed,
         median: median(&mut timed),
         echo_median: median(&mut echoes),
         codes: tally(
@@ -169,13 +207,21 @@ fn counts(v: &[(String, usize)]) -> String {
         .join(", ")
 }
 
-/// The summary table, one topology per line.
+/// The summary table, one topology (and combination, when labelled) per line.
 pub fn table(summaries: &[Summary]) -> String {
-    let mut s = format!(
+    let labelled = summaries.iter().any(|x| !x.label.is_empty());
+    let mut s = String::new();
+    if labelled {
+        s += &format!("{:<20} ", "combination");
+    }
+    s += &format!(
         "{:<20} {:>7} {:>9} {:>9} {:>9} {:>9}  {:<4} {}\n",
         "topology", "ok/runs", "median", "min", "max", "echo med", "pass", "paths / errors"
     );
     for x in summaries {
+        if labelled {
+            s += &format!("{:<20} ", x.label);
+        }
         let detail = if x.successes > 0 {
             counts(&x.paths)
         } else {
@@ -198,6 +244,66 @@ pub fn table(summaries: &[Summary]) -> String {
             detail,
             extra
         );
+    }
+    s
+}
+
+/// The benchmark table in markdown: one line per topology and combination, connect times
+/// (for a topology expected to fail: times to the error) over the runs that count, and the
+/// path (or error) distribution. Every run is in the denominator: a run that failed to set
+/// up is a failure like any other.
+pub fn bench_markdown(summaries: &[Summary]) -> String {
+    let mut s = String::from(
+        "| topology | combination | success | median | p10 | p90 | min | max | paths / errors |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let mut wall = false;
+    for x in summaries {
+        let mark = if x.wall_timed {
+            wall = true;
+            "*"
+        } else {
+            ""
+        };
+        let t = |v: Option<f64>| match v {
+            Some(_) => format!("{}{mark}", ms(v)),
+            None => "-".into(),
+        };
+        let mut detail = counts(&x.paths);
+        if !x.codes.is_empty() {
+            if x.paths.is_empty() {
+                detail = counts(&x.codes);
+            } else {
+                detail += &format!("; {}", counts(&x.codes));
+            }
+        }
+        let success = if x.expect == "connect" {
+            format!("{}/{}", x.successes, x.runs)
+        } else {
+            format!(
+                "{}/{} (as expected: {}/{})",
+                x.successes, x.runs, x.expected_runs, x.runs
+            )
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            x.topology,
+            x.label,
+            success,
+            t(x.median),
+            t(x.p10),
+            t(x.p90),
+            t(x.min),
+            t(x.max),
+            detail
+        );
+    }
+    s += "\nCombination: server-client (+relay-<impl>). Times: the client's connect call to \
+          the open stream as the client measured it (JS `connected <key> <ms>`, Rust \
+          `path <kind> <ms>`); for a topology expected to fail (random-random), to the error.\n";
+    if wall {
+        s += "\n\\* lab clock from the client process's start (includes its bootstrap): the \
+              peer printed no time (the CLI's errors carry none).\n";
     }
     s
 }
@@ -276,9 +382,9 @@ pub fn json(meta: &str, summaries: &[Summary], results: &[RunResult]) -> String 
         .iter()
         .map(|x| {
             format!(
-                "{{\"topology\":{},\"expect\":{},\"runs\":{},\"successes\":{},\"expected_runs\":{},\"ok\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"echo_median_ms\":{},\"codes\":{},\"paths\":{},\"client_nat\":{},\"server_nat\":{},\"client_node\":{},\"server_node\":{}}}",
-                json_str(&x.topology), json_str(&x.expect), x.runs, x.successes, x.expected_runs, x.ok,
-                opt_num(x.median), opt_num(x.min), opt_num(x.max), opt_num(x.echo_median),
+                "{{\"topology\":{},\"combination\":{},\"expect\":{},\"runs\":{},\"successes\":{},\"expected_runs\":{},\"ok\":{},\"median_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"min_ms\":{},\"max_ms\":{},\"wall_timed\":{},\"echo_median_ms\":{},\"codes\":{},\"paths\":{},\"client_nat\":{},\"server_nat\":{},\"client_node\":{},\"server_node\":{}}}",
+                json_str(&x.topology), json_str(&x.label), json_str(&x.expect), x.runs, x.successes, x.expected_runs, x.ok,
+                opt_num(x.median), opt_num(x.p10), opt_num(x.p90), opt_num(x.min), opt_num(x.max), x.wall_timed, opt_num(x.echo_median),
                 tally_obj(&x.codes), tally_obj(&x.paths), tally_obj(&x.client_nat), tally_obj(&x.server_nat),
                 tally_obj(&x.client_node), tally_obj(&x.server_node)
             )
@@ -288,9 +394,10 @@ pub fn json(meta: &str, summaries: &[Summary], results: &[RunResult]) -> String 
         .iter()
         .map(|r| {
             format!(
-                "{{\"topology\":{},\"run\":{},\"outcome\":{},\"expected\":{},\"code\":{},\"ms\":{},\"peer_timed\":{},\"echo_ms\":{},\"wall_ms\":{:.1},\"path\":{},\"client_nat\":{},\"server_nat\":{},\"client_node\":{},\"server_node\":{},\"client_stats\":{},\"server_stats\":{},\"server_connections\":{},\"transcript\":{}}}",
-                json_str(&r.topology), r.run, json_str(r.outcome.as_str()), r.expected, opt_str(&r.code),
-                opt_num(r.ms), r.peer_timed, opt_num(r.echo_ms), r.wall_ms, opt_str(&r.path),
+                "{{\"topology\":{},\"combination\":{},\"run\":{},\"outcome\":{},\"expected\":{},\"code\":{},\"ms\":{},\"peer_timed\":{},\"echo_ms\":{},\"wall_ms\":{:.1},\"client_exited\":{},\"leftover\":{},\"fault\":{},\"fault_ms\":{},\"path\":{},\"client_nat\":{},\"server_nat\":{},\"client_node\":{},\"server_node\":{},\"client_stats\":{},\"server_stats\":{},\"server_connections\":{},\"transcript\":{}}}",
+                json_str(&r.topology), json_str(&r.label), r.run, json_str(r.outcome.as_str()), r.expected, opt_str(&r.code),
+                opt_num(r.ms), r.peer_timed, opt_num(r.echo_ms), r.wall_ms, r.client_exited, str_list(&r.leftover),
+                opt_str(&r.fault.map(|f| f.name().to_string())), opt_num(r.fault_ms), opt_str(&r.path),
                 str_list(&r.client_nat), str_list(&r.server_nat), opt_str(&r.client_node), opt_str(&r.server_node),
                 raw(&r.client_stats), raw(&r.server_stats), r.server_connections, json_str(&r.transcript)
             )
@@ -306,6 +413,16 @@ pub fn json(meta: &str, summaries: &[Summary], results: &[RunResult]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_interpolate() {
+        let mut v: Vec<f64> = (1..=11).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.1), Some(2.0));
+        assert_eq!(percentile(&mut v, 0.9), Some(10.0));
+        assert_eq!(percentile(&mut [5.0], 0.9), Some(5.0));
+        assert_eq!(percentile(&mut [1.0, 2.0], 0.5), Some(1.5));
+        assert_eq!(percentile(&mut [], 0.5), None);
+    }
 
     #[test]
     fn median_of_odd_and_even() {
