@@ -59,9 +59,16 @@ struct RelayOut {
 #[derive(Debug, Default)]
 pub(crate) struct Relays {
     out: Vec<RelayOut>,
+    /// Held packets released when their target connected (copies, sent one by one).
+    owned: Vec<(Vec<u8>, SocketId, SocketAddr)>,
 }
 
 impl Relays {
+    /// Queues a held packet (already rewritten) for `dest` on socket `sock`.
+    pub(crate) fn push_owned(&mut self, packet: Vec<u8>, sock: SocketId, dest: SocketAddr) {
+        self.owned.push((packet, sock, dest));
+    }
+
     /// Queues `len` bytes at `off` for `dest` on socket `sock`, extending the last run into
     /// a GSO batch when it is contiguous, for the same socket and destination, and of the
     /// same segment size (the last segment may be shorter).
@@ -356,6 +363,7 @@ impl Driver {
     /// refuses (full socket buffer) is dropped and counted, as a router's full queue would
     /// drop it; the endpoints recover it as a loss.
     fn send_relays(&mut self) {
+        self.send_owned_relays();
         if self.relays.out.is_empty() {
             return;
         }
@@ -384,6 +392,40 @@ impl Driver {
                     let n = r.len.div_ceil(r.seg) as u64;
                     e.stats.datagrams_tx += n;
                     e.stats.relayed += n;
+                } else {
+                    e.stats.send_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends held relay packets released by their target's first packet.
+    fn send_owned_relays(&mut self) {
+        if self.relays.owned.is_empty() {
+            return;
+        }
+        let mut sent = Vec::new();
+        for (p, sock, dest) in self.relays.owned.drain(..) {
+            let Some(ds) = self.socks.get(&sock.0) else {
+                continue;
+            };
+            let io = &*ds.io;
+            let transmit = quinn_udp::Transmit {
+                destination: dest,
+                ecn: None,
+                contents: &p,
+                segment_size: None,
+                src_ip: None,
+            };
+            let _ttl = io.send_guard();
+            sent.push((sock, io.udp.send((&io.io).into(), &transmit).is_ok()));
+        }
+        let mut st = self.shared.lock();
+        for (sock, ok) in sent {
+            if let Some(e) = st.sockets.get_mut(sock) {
+                if ok {
+                    e.stats.datagrams_tx += 1;
+                    e.stats.relayed += 1;
                 } else {
                     e.stats.send_errors += 1;
                 }

@@ -120,6 +120,10 @@ pub(crate) struct Slot {
     pub(crate) relay_to: Option<u32>,
     /// Streams relaying to this one (libudx `relaying_streams`): destroyed when it closes.
     pub(crate) relaying: Vec<u32>,
+    /// Packets for `relay_to` that arrived while it was not connected yet (its peer had not
+    /// sent its first packet): forwarded once it connects. libudx drops them, and the
+    /// sender's retransmission timer (about a second) pays for it.
+    pub(crate) held: std::collections::VecDeque<Vec<u8>>,
     /// The close was seen by `settle` (relays unlinked, previous socket released).
     close_handled: bool,
 }
@@ -145,6 +149,7 @@ impl Slot {
             refs_released: false,
             relay_to: None,
             relaying: Vec::new(),
+            held: std::collections::VecDeque::new(),
             close_handled: false,
         }
     }
@@ -885,6 +890,34 @@ pub(crate) fn run_timers(st: &mut State, now: Instant) {
 /// when it arrived on a socket other than the stream's), forwarded for a relayed stream, or
 /// to the arrival socket's owner queue. `dgram` sits at `off` in the driver's receive
 /// buffer; a relayed packet is rewritten in place and queued on `relays`.
+/// Packets a relayed stream holds for a target that is not connected yet.
+pub(crate) const MAX_HELD_RELAY_PACKETS: usize = 32;
+
+/// Stream `b` just connected: the packets the streams relaying to it held go out now.
+fn release_held(streams: &mut IdMap<Slot>, sockets: &Sockets, b: u32, relays: &mut Relays) {
+    let Some(target) = streams.get(&b) else {
+        return;
+    };
+    let (Some((rid, raddr)), Some(bsock)) = (target.stream.remote(), target.socket) else {
+        return;
+    };
+    if sockets.get(bsock).is_none() {
+        return;
+    }
+    let sources = target.relaying.clone();
+    for a in sources {
+        let Some(src) = streams.get_mut(&a) else {
+            continue;
+        };
+        for mut p in src.held.drain(..) {
+            if p.len() >= 8 {
+                p[4..8].copy_from_slice(&rid.to_le_bytes());
+                relays.push_owned(p, bsock, raddr);
+            }
+        }
+    }
+}
+
 pub(crate) fn dispatch(
     st: &mut State,
     now: Instant,
@@ -901,6 +934,7 @@ pub(crate) fn dispatch(
             dirty,
             ..
         } = &mut *st;
+        let mut newly_connected = false;
         if let Some(slot) = streams.get_mut(&id) {
             if !slot.stream.is_finished() {
                 if slot.socket != Some(arrival) {
@@ -934,6 +968,7 @@ pub(crate) fn dispatch(
                             };
                             if done {
                                 slot.attach(sockets, arrival, connected);
+                                newly_connected = !connected && !slot.relaying.is_empty();
                             }
                         }
                     }
@@ -948,16 +983,30 @@ pub(crate) fn dispatch(
                 };
                 slot.stream.handle_relayed(now, dgram);
                 // libudx `relay_packet`: forwarded unchanged but for the stream id, to the
-                // target's remote on the target's socket; skipped while it is unconnected.
-                if let Some(b) = streams.get(&target) {
-                    if let (Some((rid, raddr)), Some(bsock)) = (b.stream.remote(), b.socket) {
-                        if !b.stream.is_closed() {
-                            if let Some(e) = sockets.get(bsock) {
-                                dgram[4..8].copy_from_slice(&rid.to_le_bytes());
-                                relays.push(off, dgram.len(), bsock, raddr, e.io.gso);
+                // target's remote on the target's socket. While the target is unconnected
+                // a few packets are held for it (libudx drops them).
+                let ready = streams.get(&target).and_then(|b| {
+                    let (rid, raddr) = b.stream.remote()?;
+                    let bsock = b.socket?;
+                    (!b.stream.is_closed()).then_some((rid, raddr, bsock))
+                });
+                match ready {
+                    Some((rid, raddr, bsock)) => {
+                        if let Some(e) = sockets.get(bsock) {
+                            dgram[4..8].copy_from_slice(&rid.to_le_bytes());
+                            relays.push(off, dgram.len(), bsock, raddr, e.io.gso);
+                        }
+                    }
+                    None => {
+                        if let Some(a) = streams.get_mut(&id) {
+                            if a.held.len() < MAX_HELD_RELAY_PACKETS {
+                                a.held.push_back(dgram.to_vec());
                             }
                         }
                     }
+                }
+                if newly_connected {
+                    release_held(streams, sockets, id, relays);
                 }
                 return;
             }

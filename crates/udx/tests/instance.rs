@@ -284,6 +284,12 @@ async fn relayed_streams_carry_a_transfer_and_a_destroy_through_a_third_instance
         timeout(WAIT, sb.recv_message()).await.unwrap().unwrap(),
         b"first from a"
     );
+    // B's first message reached the relay before A's side was connected: it was held and
+    // forwarded when A's first packet connected it.
+    assert_eq!(
+        timeout(WAIT, sa.recv_message()).await.unwrap().unwrap(),
+        b"first from b"
+    );
     sb.send_message(b"reply from b").await.unwrap();
     assert_eq!(
         timeout(WAIT, sa.recv_message()).await.unwrap().unwrap(),
@@ -531,4 +537,46 @@ async fn the_socket_cap_is_enforced_and_handles_are_send_and_sync() {
     })
     .await;
     held.push(udx.bind(lo()).await.unwrap());
+}
+
+/// Bytes sent through a relay before the other side's relay stream is connected are held
+/// and forwarded once it is, not dropped (libudx drops them, and the sender's first
+/// retransmission, about a second later, carries them): the first bytes arrive in far less
+/// than a retransmission timeout.
+#[tokio::test]
+async fn a_relay_holds_early_packets_until_the_other_side_connects() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = UdxSocket::bind(lo()).await.unwrap();
+    let b = UdxSocket::bind(lo()).await.unwrap();
+    let relay = Udx::new();
+    let r = relay.bind(lo()).await.unwrap();
+    let mut sa = a.create_stream(StreamConfig::default()).unwrap();
+    let mut sb = b.create_stream(StreamConfig::default()).unwrap();
+    let ra = relay.create_stream(StreamConfig::default()).unwrap();
+    let rb = relay.create_stream(StreamConfig::default()).unwrap();
+    ra.connect_on_first_packet(sa.id()).unwrap();
+    rb.connect_on_first_packet(sb.id()).unwrap();
+    ra.relay_to(&rb).unwrap();
+    rb.relay_to(&ra).unwrap();
+    sa.connect(ra.id(), r.local_addr()).unwrap();
+    sb.connect(rb.id(), r.local_addr()).unwrap();
+    // A writes first: B's relay stream does not know B yet.
+    sa.write_all(b"early bytes").await.unwrap();
+    timeout(WAIT, ra.connected()).await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(rb.remote().is_none());
+    // B's first packet connects its relay stream; the held bytes follow at once.
+    let started = std::time::Instant::now();
+    sb.send_message(b"hello").await.unwrap();
+    let mut buf = [0u8; 11];
+    timeout(WAIT, sb.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(&buf, b"early bytes");
+    assert!(
+        took < std::time::Duration::from_millis(300),
+        "the early bytes waited for a retransmission: {took:?}"
+    );
 }
