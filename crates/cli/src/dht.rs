@@ -260,8 +260,29 @@ pub(crate) async fn connect(
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     eprintln!("connected {}", conn.stream.remote_public_key());
     eprintln!("path {} {ms:.1}", conn.path);
+    // A relayed connection moves to a punched path when one opens later: the node then
+    // drops the relay link. Say so, once.
+    let watch = conn.relay.clone().map(|link| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let relayed = link
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_some();
+                if !relayed {
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    eprintln!("path holepunch {ms:.1} (upgraded from relay)");
+                    return;
+                }
+            }
+        })
+    });
     let _relay = conn.relay;
     let r = crate::tcp::pipe(conn.stream).await;
+    if let Some(w) = watch {
+        w.abort();
+    }
     dht.destroy().await;
     r
 }

@@ -110,6 +110,17 @@ pub fn all() -> Vec<Topology> {
             },
             Connect,
         ),
+        // A relay and a punch that can both succeed: the relay pairs first, the birthday
+        // punch takes seconds, and the relayed connection moves to the punched path.
+        Topology {
+            name: "cone-random-relay",
+            layout: Layout::Apart {
+                server: nat(Cone),
+                client: nat(Random),
+            },
+            relay: true,
+            expect: Connect,
+        },
         Topology {
             name: "random-random-relay",
             layout: Layout::Apart {
