@@ -759,3 +759,132 @@ fn a_nat_sample_classifies_each_kind() {
         assert_eq!(lab.net.node(s).pool_sockets(), 0);
     }
 }
+
+/// Drives node `c`'s connect `id` (and server `s`'s handshakes) until it ends.
+fn drive_connect(
+    net: &mut Network<HyperDht>,
+    s: usize,
+    c: usize,
+    id: corenet_dht::hyper::ConnectId,
+    limit: Duration,
+) -> Result<PathKind, ConnectError> {
+    let deadline = net.now() + limit;
+    let mut accepted = Vec::new();
+    loop {
+        while let Some(e) = net.node_mut(s).poll_event() {
+            if let HyperEvent::IncomingHandshake { handshake, .. } = e {
+                let now = net.now();
+                net.node_mut(s).accept(now, handshake, 99);
+                net.flush(s);
+                accepted.push(handshake);
+            }
+        }
+        while let Some(e) = net.node_mut(c).poll_event() {
+            match e {
+                HyperEvent::ConnectPath { connect, kind, .. } if connect == id => {
+                    // The server's driver would see the client's first packet on the punched
+                    // socket and tell the core, which stops the server's punch.
+                    let now = net.now();
+                    for h in accepted {
+                        net.node_mut(s).server_stream_connected(now, h);
+                    }
+                    net.flush(s);
+                    return Ok(kind);
+                }
+                HyperEvent::ConnectFailed { connect, error } if connect == id => return Err(error),
+                _ => {}
+            }
+        }
+        assert!(net.step(deadline), "the connect never ended");
+    }
+}
+
+/// The node-wide limit on random punches: while one random punch runs (and for 20 s after),
+/// another to the same server gets TRY_LATER; without a relay to fall back on the server
+/// aborts it with that code (REMOTE_ABORTED with error 3, as a JS client reports it), with
+/// one (a relay was offered) it waits 10-20 s and then punches.
+#[test]
+fn a_second_random_punch_waits_or_aborts() {
+    for run in seeds() {
+        let mut lab = lab(
+            run,
+            Site::Nat(NatKind::Consistent),
+            Site::Nat(NatKind::Random),
+            LinkModel::default(),
+        );
+        let (s, c1) = (lab.server, lab.client);
+        let boot = SocketAddrV4::new(Ipv4Addr::new(44, 0, 0, 1), 49737);
+        let mut more = Vec::new();
+        for k in 0..2u8 {
+            let now = lab.net.now();
+            let n = lab.net.add_nat(Ipv4Addr::new(44, 3, k, 1), NatKind::Random);
+            let lan = Ipv4Addr::new(192, 168, 10 + k, 2);
+            more.push(
+                lab.net
+                    .add_host(lan, Some(n), |i, _| peer(i, run, boot, lan, now)),
+            );
+        }
+        lab.net.run_for(Duration::from_secs(20));
+        let kp = KeyPair::from_seed(seed_for(1000, run));
+        let now = lab.net.now();
+        lab.net
+            .node_mut(s)
+            .listen_with(now, &kp, ListenOptions::default());
+        lab.net.flush(s);
+        lab.net.run_for(Duration::from_secs(5));
+        while lab.net.node_mut(s).poll_event().is_some() {}
+        // The first random punch: the server's one slot for random punches is taken.
+        let now = lab.net.now();
+        let first = lab.net.node_mut(c1).connect(
+            now,
+            &KeyPair::from_seed(seed_for(2000, run)),
+            kp.public_key(),
+            7,
+            ConnectOptions::default(),
+        );
+        lab.net.flush(c1);
+        let r = drive_connect(&mut lab.net, s, c1, first, Duration::from_secs(60));
+        assert_eq!(r, Ok(PathKind::Holepunch), "run {run}");
+        // Within 20 s of it: without a relay, the server aborts the second one.
+        let (c2, c3) = (more[0], more[1]);
+        let now = lab.net.now();
+        let second = lab.net.node_mut(c2).connect(
+            now,
+            &KeyPair::from_seed(seed_for(2001, run)),
+            kp.public_key(),
+            7,
+            ConnectOptions::default(),
+        );
+        lab.net.flush(c2);
+        let r = drive_connect(&mut lab.net, s, c2, second, Duration::from_secs(60));
+        assert_eq!(
+            r,
+            Err(ConnectError::RemoteAborted(3)),
+            "run {run}: TRY_LATER"
+        );
+        assert!(lab.net.node(s).punch_stats().try_later >= 1);
+        // With a relay offered, the third one waits for its turn and punches.
+        let now = lab.net.now();
+        let start = now;
+        let options = ConnectOptions {
+            relay_through: Some(KeyPair::from_seed([0xee; 32]).public_key()),
+            ..Default::default()
+        };
+        let third = lab.net.node_mut(c3).connect(
+            now,
+            &KeyPair::from_seed(seed_for(2002, run)),
+            kp.public_key(),
+            7,
+            options,
+        );
+        lab.net.flush(c3);
+        let r = drive_connect(&mut lab.net, s, c3, third, Duration::from_secs(120));
+        let took = lab.net.now() - start;
+        println!("run {run}: third punch {r:?} after {took:?}");
+        assert_eq!(r, Ok(PathKind::Holepunch), "run {run}");
+        assert!(
+            took >= Duration::from_secs(9),
+            "run {run}: it did not wait: {took:?}"
+        );
+    }
+}

@@ -37,7 +37,9 @@ pub(super) enum HpStage {
     Probe,
     /// The punch round.
     Punch { delayed: bool, random: bool },
-    /// A message whose reply nobody waits for (the delayed notice, an abort).
+    /// The notice that a random punch must wait (its answer verifies the server's address).
+    Delayed,
+    /// A message whose reply nobody waits for (an abort).
     Fire,
 }
 
@@ -748,6 +750,27 @@ impl HyperDht {
         if let HpStage::Punch { random: true, .. } = stage {
             self.random_punches.active = self.random_punches.active.saturating_sub(1);
         }
+        if stage == HpStage::Delayed {
+            // JS awaits this answer only for what it says: the server echoes our token, and
+            // its address counts as verified for the punch to come. A lost answer is no error.
+            let Ok((remote, _, _)) = self.open_holepunch_reply(c, result, None) else {
+                return;
+            };
+            let Some(e) = self.est_mut(c) else { return };
+            let echoed = remote.remote_token.is_some() && remote.remote_token == e.punch_token;
+            let verified = echoed.then(|| *e.punch_peer.ip());
+            if remote.error == payload_error::NONE {
+                if let Some(p) = e.puncher.and_then(|p| self.punchers.get_mut(&p)) {
+                    p.update_remote(
+                        remote.punching,
+                        remote.firewall,
+                        remote.addresses.as_deref(),
+                        verified,
+                    );
+                }
+            }
+            return;
+        }
         let (remote, reply, peer) = match self.open_holepunch_reply(c, result, via) {
             Ok(x) => x,
             Err(err) => return self.punch_failed(now, c, err),
@@ -796,7 +819,22 @@ impl HyperDht {
                     return;
                 }
                 if remote.error == payload_error::TRY_LATER && has_relay {
+                    // The server echoed our token even while asking us to wait: its
+                    // address is verified for the delayed punch, which sends no token of
+                    // its own. (JS drops this echo, and its delayed random punch then finds
+                    // no verified address: REMOTE_NOT_HOLEPUNCHABLE, the relay stays.)
+                    let echoed =
+                        remote.remote_token.is_some() && remote.remote_token == e.punch_token;
+                    let verified = echoed.then(|| *e.punch_peer.ip());
                     e.phase = Phase::TryLater { delayed: true };
+                    if let Some(p) = e.puncher.and_then(|p| self.punchers.get_mut(&p)) {
+                        p.update_remote(
+                            remote.punching,
+                            remote.firewall,
+                            remote.addresses.as_deref(),
+                            verified,
+                        );
+                    }
                     return self.try_later(now, c);
                 }
                 if remote.error != payload_error::NONE {
@@ -835,7 +873,7 @@ impl HyperDht {
                     }
                 }
             }
-            HpStage::Fire => {}
+            HpStage::Fire | HpStage::Delayed => {}
         }
     }
 
@@ -957,6 +995,8 @@ impl HyperDht {
             if !delayed {
                 // Tell the server we will be late (JS sends this and then sleeps).
                 let token = e.secure.token(server.ip());
+                e.punch_token = Some(token);
+                e.punch_peer = server;
                 let round = e.round;
                 e.round += 1;
                 let payload = HolepunchPayload {
@@ -970,7 +1010,7 @@ impl HyperDht {
                     token: Some(token),
                     remote_token,
                 };
-                self.send_holepunch(now, c, server, relay_address, &payload, HpStage::Fire);
+                self.send_holepunch(now, c, server, relay_address, &payload, HpStage::Delayed);
             }
             if let Some(e) = self.est_mut(c) {
                 e.phase = Phase::TryLater { delayed: true };
