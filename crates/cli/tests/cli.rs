@@ -91,3 +91,28 @@ fn demo_runs() {
     demo.line("done in ");
     assert!(demo.wait().success());
 }
+
+/// `corenet nat` classifies this machine through the DHT: on loopback it is reachable
+/// (open); told to behave as behind a NAT it samples a fresh socket, which loopback maps
+/// consistently. One line, exit 0.
+#[test]
+fn nat_prints_one_classification_line() {
+    let (_testnet, boot) = testnet();
+    let dir = tempfile::tempdir().unwrap();
+    // Reachable loopback is open once the quick reachability check answers (a race with
+    // the bootstrap walk on a zero-latency testnet); otherwise its fresh socket is seen
+    // consistently.
+    let cases: [(Option<&str>, &[&str]); 2] = [
+        (None, &["nat open 127.0.0.1:", "nat consistent 127.0.0.1:"]),
+        (Some("--behind-nat"), &["nat consistent 127.0.0.1:"]),
+    ];
+    for (extra, want) in cases {
+        let mut args = net_args(dir.path(), &boot);
+        args.extend(extra);
+        args.push("nat");
+        let mut p = Proc::spawn(&args);
+        let line = p.line("nat ");
+        assert!(want.iter().any(|w| line.starts_with(w)), "{line}");
+        assert!(p.wait().success());
+    }
+}
