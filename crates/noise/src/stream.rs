@@ -16,8 +16,8 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -282,6 +282,56 @@ pub struct SecretStream<S> {
     timeout: Option<Timer>,
     /// Message bytes moved, shared with [`SecretStream::traffic`] handles.
     traffic: Traffic,
+    /// The waker handed to the transport's `poll_write`: it wakes both the read-side and
+    /// the write-side task (see [`FlushWaker`]).
+    flush_waker: Arc<FlushWaker>,
+    /// `flush_waker` as a [`Waker`], made once.
+    flush_waker_handle: Waker,
+}
+
+/// Which side of the stream is flushing buffered ciphertext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Read,
+    Write,
+}
+
+/// Both the read path (keepalives, the header frame) and the write path flush the one
+/// ciphertext buffer through the transport's single write-waker slot. When the two sides
+/// are polled by different tasks (`tokio::io::split`), the transport would keep only the
+/// last task's waker and the other, waiting for room, would never wake. The transport is
+/// given this waker instead, which wakes whichever tasks are waiting on either side.
+#[derive(Debug, Default)]
+struct FlushWaker {
+    read: Mutex<Option<Waker>>,
+    write: Mutex<Option<Waker>>,
+}
+
+impl FlushWaker {
+    fn register(&self, side: Side, waker: &Waker) {
+        let slot = match side {
+            Side::Read => &self.read,
+            Side::Write => &self.write,
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for FlushWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let take = |m: &Mutex<Option<Waker>>| m.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (r, w) = (take(&self.read), take(&self.write));
+        for waker in [r, w].into_iter().flatten() {
+            waker.wake();
+        }
+    }
 }
 
 impl<S> fmt::Debug for SecretStream<S> {
@@ -326,7 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
                 // A refused write is recorded for the write side; what the remote already
                 // sent can still be read.
                 poll_fn(|cx| {
-                    let _ = stream.poll_flush_wbuf(cx);
+                    let _ = stream.poll_flush_wbuf(Side::Write, cx);
                     Poll::Ready(())
                 })
                 .await;
@@ -351,6 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
 
     fn bare(io: S, config: Config) -> Self {
         let timeout = config.timeout.map(Timer::new);
+        let flush_waker = Arc::new(FlushWaker::default());
         SecretStream {
             io,
             rbuf: BytesMut::new(),
@@ -366,6 +417,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             keepalive: None,
             timeout,
             traffic: Traffic::default(),
+            flush_waker_handle: Waker::from(flush_waker.clone()),
+            flush_waker,
             config,
         }
     }
@@ -379,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
                 put_frame_header(&mut self.wbuf, msg.len());
                 self.wbuf.extend_from_slice(&msg);
             } else {
-                poll_fn(|cx| self.poll_flush_wbuf(cx)).await?;
+                poll_fn(|cx| self.poll_flush_wbuf(Side::Write, cx)).await?;
                 let frame = poll_fn(|cx| self.poll_raw_frame(cx))
                     .await?
                     .ok_or(Error::UnexpectedEof("during the handshake"))?;
@@ -397,7 +450,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             index += 1;
         }
         // The remote is waiting for our last handshake message: it must go out now.
-        poll_fn(|cx| self.poll_flush_wbuf(cx)).await?;
+        poll_fn(|cx| self.poll_flush_wbuf(Side::Write, cx)).await?;
         Ok(hs.finish()?)
     }
 
@@ -552,14 +605,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             }));
         }
         if self.wbuf.len() >= self.config.write_buffer {
-            ready!(self.poll_flush_wbuf(cx))?;
+            ready!(self.poll_flush_wbuf(Side::Write, cx))?;
         }
         self.encrypt(msg);
         if let Some(k) = &mut self.keepalive {
             k.reset();
         }
         // Start writing now; if the transport is busy, the waker is registered.
-        if let Poll::Ready(Err(e)) = self.poll_flush_wbuf(cx) {
+        if let Poll::Ready(Err(e)) = self.poll_flush_wbuf(Side::Write, cx) {
             return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(()))
@@ -588,11 +641,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             .push_in_place(&mut self.wbuf[start..], TAG_MESSAGE);
     }
 
-    /// Writes buffered ciphertext to the transport until it is empty.
-    fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    /// Writes buffered ciphertext to the transport until it is empty. `side` says which
+    /// side's task is polling: it is woken when the transport has room again.
+    fn poll_flush_wbuf(&mut self, side: Side, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.check_write()?;
+        if self.wbuf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.flush_waker.register(side, cx.waker());
+        let mut tcx = Context::from_waker(&self.flush_waker_handle);
         while !self.wbuf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+            match Pin::new(&mut self.io).poll_write(&mut tcx, &self.wbuf) {
                 Poll::Ready(Ok(0)) => {
                     let e = io::Error::new(io::ErrorKind::WriteZero, "transport took no bytes");
                     return Poll::Ready(Err(self.fail_write(e)));
@@ -608,8 +667,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
 
     fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.check_write()?;
-        self.poll_timers(cx)?;
-        ready!(self.poll_flush_wbuf(cx))?;
+        self.poll_timers(Side::Write, cx)?;
+        ready!(self.poll_flush_wbuf(Side::Write, cx))?;
         match ready!(Pin::new(&mut self.io).poll_flush(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(self.fail_write(e))),
@@ -618,7 +677,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.check_write()?;
-        ready!(self.poll_flush_wbuf(cx))?;
+        ready!(self.poll_flush_wbuf(Side::Write, cx))?;
         self.write_closed = true;
         self.keepalive = None;
         if !self.shutdown_done {
@@ -631,7 +690,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
     }
 
     /// Keepalive and idle timeout.
-    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+    fn poll_timers(&mut self, side: Side, cx: &mut Context<'_>) -> Result<(), Error> {
         if let Some(t) = &mut self.timeout {
             if t.poll_fired(cx) {
                 let period = t.period;
@@ -645,7 +704,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         if fire && self.wbuf.len() < self.config.write_buffer {
             self.encrypt(&[]);
             // A refused write is recorded for the write side; reading goes on.
-            let _ = self.poll_flush_wbuf(cx);
+            let _ = self.poll_flush_wbuf(side, cx);
         }
         Ok(())
     }
@@ -653,7 +712,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
     /// Reads the next raw frame body (without its length prefix).
     fn poll_raw_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<BytesMut>, Error>> {
         loop {
-            self.poll_timers(cx)?;
+            self.poll_timers(Side::Read, cx)?;
             if self.rbuf.len() >= 3 {
                 let len = usize::from(self.rbuf[0])
                     | usize::from(self.rbuf[1]) << 8
@@ -704,7 +763,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         self.check()?;
         // Keep our side moving (the header frame, keepalives) while we wait to read; a
         // refused write is recorded for the write side and does not stop reading.
-        let _ = self.poll_flush_wbuf(cx);
+        let _ = self.poll_flush_wbuf(Side::Read, cx);
         loop {
             let Some(mut frame) = ready!(self.poll_raw_frame(cx))? else {
                 return Poll::Ready(Ok(None));

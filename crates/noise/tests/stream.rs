@@ -60,6 +60,46 @@ async fn one_mib_each_way_concurrently() {
     assert_eq!(got_b, data_b);
 }
 
+/// The read and write halves polled by different tasks: the read side also flushes
+/// ciphertext (keepalives, the header frame), and a transport keeps one write waker, so a
+/// writer waiting for room must still be woken when the reader's poll was the last one the
+/// transport saw. Before the fix this stalled in `shutdown` about every other round on
+/// UDX; a small duplex makes the writer wait often.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_in_separate_tasks_never_stall() {
+    for round in 0..20u8 {
+        let (a, b) = pair(Config::default(), Config::default(), 2048).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        // b echoes everything, then ends its side.
+        let echo = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(b);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            w.shutdown().await.unwrap();
+        });
+        let data = pattern(256 * 1024, round);
+        let (mut r, mut w) = tokio::io::split(a);
+        let out = data.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in out.chunks(7_000) {
+                w.write_all(chunk).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        });
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let got = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the echo stalled"))
+            .unwrap();
+        assert_eq!(got, data, "round {round}");
+        writer.await.unwrap();
+        echo.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn message_boundaries_are_kept() {
     let (a, b) = pair(Config::default(), Config::default(), 1024).await;
