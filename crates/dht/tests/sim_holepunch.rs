@@ -600,32 +600,7 @@ fn a_holepunch_flood_is_bounded_and_the_server_still_connects() {
             ConnectOptions::default(),
         );
         lab.net.flush(c);
-        let deadline = now + Duration::from_secs(60);
-        let ok = loop {
-            while let Some(e) = lab.net.node_mut(s).poll_event() {
-                if let HyperEvent::IncomingHandshake { handshake, .. } = e {
-                    let now = lab.net.now();
-                    lab.net.node_mut(s).accept(now, handshake, 99);
-                    lab.net.flush(s);
-                }
-            }
-            let mut done = None;
-            while let Some(e) = lab.net.node_mut(c).poll_event() {
-                match e {
-                    HyperEvent::ConnectPath { connect, kind, .. } if connect == id => {
-                        done = Some(Ok(kind))
-                    }
-                    HyperEvent::ConnectFailed { connect, error } if connect == id => {
-                        done = Some(Err(error))
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(d) = done {
-                break d;
-            }
-            assert!(lab.net.step(deadline), "run {run}: the connect never ended");
-        };
+        let ok = drive_connect(&mut lab.net, s, c, id, Duration::from_secs(60));
         assert_eq!(ok, Ok(PathKind::Holepunch), "run {run}");
     }
 }

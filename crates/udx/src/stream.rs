@@ -80,6 +80,11 @@ impl StreamControl {
         self.0.destroy()
     }
 
+    /// The stream's counters.
+    pub fn stats(&self) -> Option<StreamStats> {
+        self.0.stats()
+    }
+
     /// True while the stream exists and is not closed.
     pub fn is_alive(&self) -> bool {
         self.0

@@ -902,6 +902,7 @@ impl DhtActor {
             }
             t
         };
+        tracing::debug!(?key, taken, remote_id = paired.remote_id, address = %paired.address, "relay paired");
         if taken || stream.is_none() {
             // A direct path won meanwhile: the relay is not needed.
             return;
@@ -960,6 +961,7 @@ impl DhtActor {
     }
 
     fn on_note(&mut self, note: Note, ctx: &mut Context<Self>) {
+        tracing::debug!(?note, "stream path note");
         match note {
             Note::Connected(StreamKey::Client(c), sid, from) => {
                 let Some(addr) = v4(from) else { return };

@@ -74,14 +74,7 @@ impl HyperDht {
                     peer_address: Some(req.from),
                     relay_address: None,
                 };
-                self.node.reply(
-                    &req,
-                    ReplyOptions {
-                        value: Some(to_bytes(&reply)),
-                        to: Some(peer),
-                        ..ReplyOptions::ack()
-                    },
-                );
+                self.reply_to_peer(&req, to_bytes(&reply), peer);
             }
             _ => {}
         }
@@ -129,16 +122,22 @@ impl HyperDht {
                     peer_address: Some(req.from),
                 };
                 self.punch_stats.routed += 1;
-                self.node.reply(
-                    &req,
-                    ReplyOptions {
-                        value: Some(to_bytes(&reply)),
-                        to: Some(peer),
-                        ..ReplyOptions::ack()
-                    },
-                );
+                self.reply_to_peer(&req, to_bytes(&reply), peer);
             }
             _ => {}
         }
+    }
+
+    /// Answers a server's message to the peer it names (the client, as the relay saw it):
+    /// the REPLY of both routers.
+    fn reply_to_peer(&mut self, req: &IncomingRequest, value: Bytes, peer: SocketAddrV4) {
+        self.node.reply(
+            req,
+            ReplyOptions {
+                value: Some(value),
+                to: Some(peer),
+                ..ReplyOptions::ack()
+            },
+        );
     }
 }

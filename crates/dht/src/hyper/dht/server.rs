@@ -483,10 +483,18 @@ impl HyperDht {
     }
 
     fn settle_server_punch(&mut self, now: Instant, id: u64) {
+        if let Some(sp) = self.server_punches.get_mut(&id) {
+            sp.settled = true;
+        }
+        self.wind_down_server_punch(now, id);
+    }
+
+    /// A slot is done with: its waits and its puncher go, and it is forgotten after
+    /// [`HANDSHAKE_CLEAR_WAIT`] (copies of its messages still find it meanwhile).
+    fn wind_down_server_punch(&mut self, now: Instant, id: u64) {
         let Some(sp) = self.server_punches.get_mut(&id) else {
             return;
         };
-        sp.settled = true;
         sp.deadline = None;
         sp.waiting.clear();
         let pid = sp.puncher.take();
@@ -512,19 +520,8 @@ impl HyperDht {
             return;
         }
         sp.aborted = true;
-        sp.deadline = None;
-        sp.waiting.clear();
         let (server, handshake, relayed) = (sp.server, sp.handshake, sp.relay_token.is_some());
-        let pid = sp.puncher.take();
-        sp.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
-        self.timers.push(Reverse((
-            now + HANDSHAKE_CLEAR_WAIT,
-            TimerKind::ServerPunch(id),
-        )));
-        if let Some(pid) = pid {
-            self.punch_owners.remove(&pid);
-            self.destroy_puncher(now, pid);
-        }
+        self.wind_down_server_punch(now, id);
         self.punch_stats.failed += 1;
         self.events.push_back(HyperEvent::ServerPathAborted {
             server,
