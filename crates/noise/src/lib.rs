@@ -61,6 +61,6 @@ pub use handshake::{
 };
 pub use keypair::{verify, KeyPair, SECRET_KEY_LEN, SEED_LEN, SIGNATURE_LEN};
 pub use stream::{
-    stream_id, stream_namespaces, Config, SecretStream, Traffic, DEFAULT_MAX_FRAME_LEN,
-    DEFAULT_WRITE_BUFFER, HEADER_FRAME_LEN, MAX_FRAME_LEN,
+    stream_id, stream_namespaces, Config, SecretStream, Traffic, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_WRITE_BUFFER, HEADER_FRAME_LEN, MAX_FRAME_LEN,
 };

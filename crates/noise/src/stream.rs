@@ -40,6 +40,8 @@ pub const HEADER_FRAME_LEN: usize = 32 + secretstream::HEADER_LEN;
 pub const DEFAULT_MAX_FRAME_LEN: usize = MAX_FRAME_LEN;
 /// Default amount of encrypted, unsent data above which writes wait for the transport.
 pub const DEFAULT_WRITE_BUFFER: usize = 256 * 1024;
+/// Default limit on the whole handshake: a remote that stalls it is dropped after this.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most the reader asks the transport for at a time.
 const READ_CHUNK: usize = 64 * 1024;
 /// What an idle stream reads with: buffers start small and double (up to [`READ_CHUNK`])
@@ -101,6 +103,8 @@ pub struct Config {
     keepalive: Option<Duration>,
     /// Fail when nothing arrives for this long.
     timeout: Option<Duration>,
+    /// Fail [`SecretStream::new`] when the handshake takes longer.
+    handshake_timeout: Option<Duration>,
     /// The remote key we insist on, if any.
     remote_public_key: Option<PublicKey>,
     /// Handshake pattern for [`SecretStream::new`].
@@ -116,6 +120,7 @@ impl Default for Config {
             write_buffer: DEFAULT_WRITE_BUFFER,
             keepalive: None,
             timeout: None,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             remote_public_key: None,
             pattern: Pattern::XX,
             rng_seed: None,
@@ -151,6 +156,14 @@ impl Config {
     /// included). Default: off.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Fail [`SecretStream::new`] with [`Error::TimedOut`] when the whole handshake takes
+    /// longer than `timeout` (`None`: no limit), so that a remote that opens a connection and
+    /// stalls does not hold it. Default: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 
@@ -367,7 +380,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
             rng_seed: stream.config.rng_seed,
         };
         let hs = Handshake::new(stream.config.pattern, is_initiator, key_pair, options)?;
-        match stream.run_handshake(hs).await {
+        let done = match stream.config.handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, stream.run_handshake(hs))
+                .await
+                .unwrap_or(Err(Error::TimedOut(limit))),
+            None => stream.run_handshake(hs).await,
+        };
+        match done {
             Ok(result) => {
                 stream.install(result);
                 // Write what the transport takes now without waiting: if both sides waited
@@ -433,10 +452,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
                 self.wbuf.extend_from_slice(&msg);
             } else {
                 poll_fn(|cx| self.poll_flush_wbuf(Side::Write, cx)).await?;
-                let frame = poll_fn(|cx| self.poll_raw_frame(cx))
-                    .await?
-                    .ok_or(Error::UnexpectedEof("during the handshake"))?;
+                // A handshake message has one possible length: a longer frame is refused
+                // from its length prefix, before anything is read or reserved for it.
                 let expected = Handshake::message_len(pattern, index, 0);
+                let frame = poll_fn(|cx| self.poll_raw_frame(expected, cx))
+                    .await
+                    .map_err(|e| match e {
+                        Error::FrameTooLarge { len, .. } => HandshakeError::WrongSize {
+                            index,
+                            len,
+                            expected,
+                        }
+                        .into(),
+                        e => e,
+                    })?
+                    .ok_or(Error::UnexpectedEof("during the handshake"))?;
                 if frame.len() != expected {
                     return Err(HandshakeError::WrongSize {
                         index,
@@ -709,28 +739,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         Ok(())
     }
 
-    /// Reads the next raw frame body (without its length prefix).
-    fn poll_raw_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<BytesMut>, Error>> {
+    /// Reads the next raw frame body (without its length prefix); a frame announced longer
+    /// than `max` fails with [`Error::FrameTooLarge`].
+    fn poll_raw_frame(
+        &mut self,
+        max: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<BytesMut>, Error>> {
         loop {
             self.poll_timers(Side::Read, cx)?;
             if self.rbuf.len() >= 3 {
                 let len = usize::from(self.rbuf[0])
                     | usize::from(self.rbuf[1]) << 8
                     | usize::from(self.rbuf[2]) << 16;
-                if len > self.config.max_frame_len {
-                    return Poll::Ready(Err(self.fail(Error::FrameTooLarge {
-                        len,
-                        max: self.config.max_frame_len,
-                    })));
+                if len > max {
+                    return Poll::Ready(Err(self.fail(Error::FrameTooLarge { len, max })));
                 }
                 if self.rbuf.len() >= 3 + len {
                     let mut frame = self.rbuf.split_to(3 + len);
                     frame.advance(3);
                     return Poll::Ready(Ok(Some(frame)));
                 }
-                // Room for the whole frame (bounded by the limit checked above) and a chunk.
-                let want = (3 + len).max(self.read_chunk);
-                self.rbuf.reserve(want.saturating_sub(self.rbuf.len()));
+                // Grow with what arrives, never by what the remote announced: a peer that
+                // announces a 16 MiB frame and sends nothing more costs one read chunk.
+                let missing = 3 + len - self.rbuf.len();
+                self.rbuf.reserve(missing.min(self.read_chunk));
             } else {
                 self.rbuf.reserve(self.read_chunk);
             }
@@ -765,7 +798,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecretStream<S> {
         // refused write is recorded for the write side and does not stop reading.
         let _ = self.poll_flush_wbuf(Side::Read, cx);
         loop {
-            let Some(mut frame) = ready!(self.poll_raw_frame(cx))? else {
+            let max = self.config.max_frame_len;
+            let Some(mut frame) = ready!(self.poll_raw_frame(max, cx))? else {
                 return Poll::Ready(Ok(None));
             };
             let Some(crypto) = &mut self.crypto else {

@@ -567,3 +567,62 @@ async fn traffic_counts_message_bytes_both_ways() {
     assert_eq!(&a.recv().await.unwrap().unwrap()[..], b"hi");
     assert_eq!((ta.read(), tb.written()), (17 + 2, 3 + 17 + 2));
 }
+
+/// A first handshake message announced as 16 MiB - 1 is refused from its length prefix:
+/// nothing waits for (or reserves) the body (this used to reserve 16 MiB and wait forever).
+#[tokio::test]
+async fn an_oversized_handshake_message_is_refused_from_its_length() {
+    let (mut raw, b) = tokio::io::duplex(64 * 1024);
+    raw.write_all(&[0xFF, 0xFF, 0xFF]).await.unwrap();
+    let kb = KeyPair::generate();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        SecretStream::new(b, false, &kb, Config::default()),
+    )
+    .await
+    .expect("refused at once, not after the body");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Handshake(HandshakeError::WrongSize {
+                index: 0,
+                len: 0xFF_FFFF,
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    drop(raw);
+}
+
+/// A remote that opens the transport and never completes the handshake is dropped after
+/// the default handshake timeout (10 s); the timeout can be changed or turned off.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_handshake_times_out() {
+    let (_raw, b) = tokio::io::duplex(1024);
+    let kb = KeyPair::generate();
+    let started = tokio::time::Instant::now();
+    let r = SecretStream::new(b, false, &kb, Config::default()).await;
+    assert!(
+        matches!(r, Err(Error::TimedOut(d)) if d == Duration::from_secs(10)),
+        "{r:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+
+    let (_raw, b) = tokio::io::duplex(1024);
+    let cfg = Config::default().with_handshake_timeout(Some(Duration::from_secs(2)));
+    let r = SecretStream::new(b, false, &kb, cfg).await;
+    assert!(
+        matches!(r, Err(Error::TimedOut(d)) if d == Duration::from_secs(2)),
+        "{r:?}"
+    );
+
+    let (_raw, b) = tokio::io::duplex(1024);
+    let cfg = Config::default().with_handshake_timeout(None);
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(3600),
+        SecretStream::new(b, false, &kb, cfg),
+    )
+    .await;
+    assert!(waiting.is_err(), "without a limit the handshake waits");
+}
