@@ -1,11 +1,21 @@
 //! `listen --tcp` and `connect --tcp`: Noise XX secret streams over TCP.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use corenet_codec::PublicKey;
 use corenet_noise::{Config, KeyPair, SecretStream};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::CliError;
+
+/// Noise handshakes `listen --tcp --echo` runs at once.
+const MAX_CONCURRENT_HANDSHAKES: usize = 64;
+/// First wait after a failed `accept` (doubling up to [`ACCEPT_BACKOFF_MAX`]).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Accepts connections at `addr`; pipes the first to stdin/stdout, or echoes every one.
 pub(crate) async fn listen(addr: &str, echo: bool, key_pair: KeyPair) -> Result<(), CliError> {
@@ -15,13 +25,37 @@ pub(crate) async fn listen(addr: &str, echo: bool, key_pair: KeyPair) -> Result<
     let local = listener.local_addr().map_err(CliError::runtime)?;
     println!("listening {}", key_pair.public_key());
     println!("address {local}");
+    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let (tcp, peer) = listener.accept().await.map_err(CliError::runtime)?;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                accepted
+            }
+            Err(e) => {
+                // Out of file descriptors (EMFILE/ENFILE), buffers, or a connection that
+                // went away before we took it: none of these ends the listener. Wait a
+                // little (connections close meanwhile) and accept again.
+                tracing::warn!(error = %e, ?backoff, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let kp = key_pair.clone();
         if echo {
+            // Handshakes in progress are capped: beyond the cap a new connection is closed
+            // at once, so a flood of silent connections cannot hold every descriptor.
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::info!(%peer, "too many handshakes in progress; connection closed");
+                continue;
+            };
             tokio::spawn(async move {
-                match SecretStream::new(tcp, false, &kp, Config::default()).await {
+                let handshake = SecretStream::new(tcp, false, &kp, Config::default()).await;
+                drop(permit);
+                match handshake {
                     Ok(stream) => {
                         eprintln!("connection {} {peer}", stream.remote_public_key());
                         let (mut r, mut w) = tokio::io::split(stream);

@@ -21,7 +21,12 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corenet"))
+        Self::spawn_program(env!("CARGO_BIN_EXE_corenet"), args)
+    }
+
+    /// Runs `program` (a wrapper such as `prlimit` that execs `corenet`).
+    pub(crate) fn spawn_program(program: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -86,6 +91,11 @@ impl Proc {
         let stdin = self.stdin.as_mut().expect("stdin");
         writeln!(stdin, "{line}").expect("write stdin");
         stdin.flush().expect("flush stdin");
+    }
+
+    /// The exit status if the process has exited.
+    pub(crate) fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
     }
 
     /// Waits (bounded) for the exit status.

@@ -1,0 +1,131 @@
+//! `corenet listen --tcp --echo` under attack, black-box over real sockets: idle
+//! connections that exhaust the file-descriptor limit, connections that stall the Noise
+//! handshake, and one that announces a 16 MiB handshake frame. After each, the listener
+//! still serves a legitimate client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Proc;
+use corenet_noise::{Config, KeyPair, SecretStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A listener with at most `nofile` file descriptors.
+fn listener(nofile: u32) -> (Proc, String) {
+    let bin = env!("CARGO_BIN_EXE_corenet");
+    let limit = format!("--nofile={nofile}");
+    let args = [
+        limit.as_str(),
+        bin,
+        "--seed",
+        "5151515151515151515151515151515151515151515151515151515151515151",
+        "listen",
+        "--tcp",
+        "127.0.0.1:0",
+        "--echo",
+    ];
+    let p = Proc::spawn_program("prlimit", &args);
+    let addr = p
+        .line("address ")
+        .trim_start_matches("address ")
+        .to_string();
+    (p, addr)
+}
+
+/// A legitimate client: handshake, one echo, within `within`.
+fn echo_once(addr: &str, within: Duration) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let run = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let kp = KeyPair::generate();
+            let mut s = SecretStream::new(tcp, true, &kp, Config::default()).await?;
+            s.write_all(b"still serving").await?;
+            let mut got = [0u8; 13];
+            s.read_exact(&mut got).await?;
+            assert_eq!(&got, b"still serving");
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::time::timeout(within, run)
+            .await
+            .expect("echo in time")
+            .expect("echo");
+    });
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_end_the_listener() {
+    let (mut p, addr) = listener(64);
+    // Twice the limit in idle connections: the kernel queues what the listener cannot take.
+    let idle: Vec<TcpStream> = (0..128)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() >= 64, "only {} connections", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(p.try_status().is_none(), "the listener exited");
+    drop(idle);
+    // The listener frees the descriptors as the idle connections close, and serves again.
+    echo_once(&addr, Duration::from_secs(20));
+    assert!(p.try_status().is_none(), "the listener exited");
+}
+
+#[test]
+fn a_stalled_handshake_is_dropped_and_its_descriptor_freed() {
+    let (mut p, addr) = listener(1024);
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    // The server's handshake deadline (10 s by default) closes the connection.
+    let closed = loop {
+        match silent.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let took = started.elapsed();
+    assert!(closed, "the server never closed a silent connection");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "closed after {took:?}"
+    );
+    echo_once(&addr, Duration::from_secs(10));
+    assert!(p.try_status().is_none(), "the listener exited");
+}
+
+#[test]
+fn an_oversized_handshake_frame_is_refused_from_its_length() {
+    let (mut p, addr) = listener(1024);
+    let mut evil = TcpStream::connect(&addr).unwrap();
+    evil.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A 16 MiB - 1 frame announced as the first handshake message, then nothing.
+    evil.write_all(&[0xff, 0xff, 0xff]).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        match evil.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the connection was held");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    echo_once(&addr, Duration::from_secs(10));
+    assert!(p.try_status().is_none(), "the listener exited");
+}
