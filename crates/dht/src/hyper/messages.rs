@@ -7,9 +7,11 @@ use corenet_codec::{encode, Decode, DecodeError, Decoder, Encode, PublicKey};
 
 /// Most relay addresses a stored record keeps.
 pub const MAX_RELAY_ADDRESSES: usize = 3;
-/// Longest address list we decode (JS rejects arrays above 0x100000; nothing legitimate
-/// comes near this).
-pub const MAX_ADDRESSES: usize = 64;
+/// Longest address list we decode: compact-encoding's array limit, as in JS. A list's
+/// allocation is bounded by the input anyway (every length is checked against the bytes
+/// left), and a stored record keeps only [`MAX_RELAY_ADDRESSES`] relays, so an announce
+/// with many relays verifies and is stored with the first three, as JS does.
+pub const MAX_ADDRESSES: usize = 0x10_0000;
 
 fn addrs_len(v: &[SocketAddrV4]) -> usize {
     encode::array_len(v.len()) + 6 * v.len()
@@ -780,6 +782,25 @@ mod tests {
     fn pk0() -> PublicKey {
         PublicKey::from_hex("3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29")
             .unwrap()
+    }
+
+    /// JS decodes a peer record with any number of relays (its array limit is 0x100000)
+    /// and a persistent node stores the first three; we used to refuse more than 64.
+    #[test]
+    fn a_record_with_hundreds_of_relays_decodes() {
+        let peer = PeerRecord {
+            public_key: pk0(),
+            relay_addresses: (0..500u16)
+                .map(|i| a([10, 0, (i >> 8) as u8, i as u8], i))
+                .collect(),
+        };
+        let bytes = to_vec(&peer);
+        let back: PeerRecord = decode_exact(&bytes).unwrap();
+        assert_eq!(back, peer);
+        // A count larger than the input is still refused before anything is allocated.
+        let mut lying = pk0().as_bytes().to_vec();
+        lying.extend_from_slice(&[0xfe, 0x00, 0x00, 0x10, 0x00]); // 0x100000 addresses
+        assert!(decode_exact::<PeerRecord>(&lying).is_err());
     }
 
     // docs/protocol/dht.md, Appendix A (computed with the JS encoders).

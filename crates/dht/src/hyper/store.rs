@@ -18,6 +18,9 @@ pub const VALUE_TTL: Duration = Duration::from_secs(48 * 60 * 60);
 /// Records kept per target (and returned per LOOKUP).
 pub const RECORDS_PER_TARGET: usize = 20;
 
+/// The largest value a put request can carry: a dht-rpc request is one UDP datagram.
+pub const MAX_VALUE_LEN: usize = 65_507;
+
 /// Store limits.
 #[derive(Debug, Clone)]
 pub struct StoreLimits {
@@ -27,8 +30,10 @@ pub struct StoreLimits {
     pub max_forwards: usize,
     /// Mutable plus immutable values.
     pub max_values: usize,
-    /// Largest stored value.
+    /// Largest stored value (JS has no limit but the datagram's).
     pub max_value_len: usize,
+    /// Bytes of mutable and immutable values held in all: a put beyond it is refused.
+    pub max_value_bytes: usize,
     /// Record lifetime.
     pub record_ttl: Duration,
     /// Value lifetime.
@@ -41,7 +46,8 @@ impl Default for StoreLimits {
             max_records: 65_536,
             max_forwards: 65_536,
             max_values: 32_768,
-            max_value_len: 1000,
+            max_value_len: MAX_VALUE_LEN,
+            max_value_bytes: 64 * 1024 * 1024,
             record_ttl: RECORD_TTL,
             value_ttl: VALUE_TTL,
         }
@@ -101,6 +107,8 @@ pub struct Store {
     refreshes: HashMap<[u8; 32], Refresh>,
     mutables: HashMap<[u8; 32], (MutableGet, Instant)>,
     immutables: HashMap<[u8; 32], (Bytes, Instant)>,
+    /// Bytes of values held (mutable and immutable).
+    value_bytes: usize,
     last_gc: Option<Instant>,
 }
 
@@ -138,8 +146,32 @@ impl Store {
         self.forwards.retain(|_, f| f.expires > now);
         self.bumps.retain(|_, b| b.1 > now);
         self.refreshes.retain(|_, r| r.expires > now);
-        self.mutables.retain(|_, m| m.1 > now);
-        self.immutables.retain(|_, m| m.1 > now);
+        let mut freed = 0;
+        self.mutables.retain(|_, m| {
+            let keep = m.1 > now;
+            if !keep {
+                freed += m.0.value.len();
+            }
+            keep
+        });
+        self.immutables.retain(|_, m| {
+            let keep = m.1 > now;
+            if !keep {
+                freed += m.0.len();
+            }
+            keep
+        });
+        self.value_bytes -= freed;
+    }
+
+    /// Bytes of values held (mutable and immutable).
+    pub fn value_bytes(&self) -> usize {
+        self.value_bytes
+    }
+
+    /// True when replacing `old` bytes with `new` keeps the values within their budget.
+    fn value_fits(&self, old: usize, new: usize) -> bool {
+        self.value_bytes - old + new <= self.limits.max_value_bytes
     }
 
     /// Adds or refreshes a topic record.
@@ -340,6 +372,11 @@ impl Store {
         } else if self.mutables.len() + self.immutables.len() >= self.limits.max_values {
             return PutResult::Full;
         }
+        let old = self.mutables.get(&target).map_or(0, |m| m.0.value.len());
+        if !self.value_fits(old, value.value.len()) {
+            return PutResult::Full;
+        }
+        self.value_bytes = self.value_bytes - old + value.value.len();
         self.mutables
             .insert(target, (value, now + self.limits.value_ttl));
         PutResult::Stored
@@ -360,6 +397,11 @@ impl Store {
         {
             return false;
         }
+        let old = self.immutables.get(&target).map_or(0, |m| m.0.len());
+        if !self.value_fits(old, value.len()) {
+            return false;
+        }
+        self.value_bytes = self.value_bytes - old + value.len();
         self.immutables
             .insert(target, (value, now + self.limits.value_ttl));
         true
@@ -374,6 +416,43 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_up_to_a_datagram_are_kept_within_a_byte_budget() {
+        let now = Instant::now();
+        let mut store = Store::new(StoreLimits {
+            max_value_bytes: 10_000,
+            ..Default::default()
+        });
+        assert_eq!(store.max_value_len(), MAX_VALUE_LEN);
+        // JS stores values over 1,000 bytes; so do we.
+        assert!(store.put_immutable(now, [1; 32], Bytes::from(vec![1; 4000])));
+        assert!(store.put_immutable(now, [2; 32], Bytes::from(vec![2; 4000])));
+        assert_eq!(store.value_bytes(), 8000);
+        // Over the budget: refused, nothing changes.
+        assert!(!store.put_immutable(now, [3; 32], Bytes::from(vec![3; 4000])));
+        assert!(store.immutable(now, &[3; 32]).is_none());
+        // Replacing a value counts only the difference.
+        let m = |seq, len| MutableGet {
+            seq,
+            value: Bytes::from(vec![9; len]),
+            signature: [0; 64],
+        };
+        assert_eq!(
+            store.put_mutable(now, [4; 32], m(1, 1500)),
+            PutResult::Stored
+        );
+        assert_eq!(
+            store.put_mutable(now, [4; 32], m(2, 2000)),
+            PutResult::Stored
+        );
+        assert_eq!(store.put_mutable(now, [4; 32], m(3, 2001)), PutResult::Full);
+        assert_eq!(store.value_bytes(), 10_000);
+        // Expired values give their bytes back.
+        store.gc(now + VALUE_TTL + Duration::from_secs(1));
+        assert_eq!(store.value_bytes(), 0);
+        assert!(store.put_immutable(now + VALUE_TTL, [3; 32], Bytes::from(vec![3; 4000])));
+    }
 
     #[test]
     fn records_expire_and_are_capped() {
