@@ -65,6 +65,7 @@ pub(crate) fn behind_nat() -> bool {
 
 /// A DHT node for one command, bootstrapped.
 pub(crate) async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result<Dht, CliError> {
+    let shown: Vec<String> = bootstrap.iter().map(|b| b.to_string()).collect();
     let mut config = DhtConfig::default()
         .with_host(host)
         .with_bootstrap(bootstrap);
@@ -76,6 +77,19 @@ pub(crate) async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result
         .await
         .map_err(|_| CliError::Runtime("DHT bootstrap timed out".into()))?
         .map_err(CliError::runtime)?;
+    let info = dht.info().await.map_err(CliError::runtime)?;
+    if info.boot_replies == 0 {
+        // Without this a lookup would end empty and a connect say "peer not found", as if
+        // the DHT had answered.
+        return Err(CliError::Runtime(format!(
+            "no DHT node answered (bootstrap {}): check --bootstrap and the network",
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            }
+        )));
+    }
     Ok(dht)
 }
 

@@ -116,3 +116,34 @@ fn nat_prints_one_classification_line() {
         assert!(p.wait().success());
     }
 }
+
+/// With no DHT node answering, `lookup` and `connect` say so and exit non-zero, instead of
+/// an empty lookup that looks like "nobody announced" or a "peer not found".
+#[test]
+fn an_unreachable_dht_is_an_error_not_an_empty_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // A UDP port nothing listens on (the socket is bound, then dropped).
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let boot = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let topic = "00".repeat(32);
+    let key = "11".repeat(32);
+    for cmd in [
+        vec!["lookup", topic.as_str()],
+        vec!["connect", key.as_str()],
+    ] {
+        let mut args = net_args(dir.path(), &boot);
+        args.extend(cmd.iter().copied());
+        let started = std::time::Instant::now();
+        let mut p = Proc::spawn(&args);
+        let line = p.err_line("error: no DHT node answered");
+        assert!(line.contains(&boot), "{line}");
+        let status = p.wait();
+        assert_eq!(status.code(), Some(1), "{cmd:?} exited {status}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{cmd:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -198,6 +198,9 @@ pub struct DhtInfo {
     pub firewalled: bool,
     /// Bootstrap finished.
     pub bootstrapped: bool,
+    /// Nodes that answered the bootstrap walks ([`crate::rpc::Node::boot_replies`]): zero
+    /// after bootstrap means no DHT node was reachable.
+    pub boot_replies: usize,
     /// Routing table size.
     pub table_size: usize,
     /// The NAT as the dht-rpc layer sees it.

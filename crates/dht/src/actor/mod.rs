@@ -1014,6 +1014,7 @@ impl DhtActor {
             persistent: n.is_persistent(),
             firewalled: n.is_firewalled(),
             bootstrapped: n.is_bootstrapped(),
+            boot_replies: n.boot_replies(),
             table_size: n.table().len(),
             nat: nat_status(n),
             punches: self.core.punch_stats(),

@@ -179,6 +179,8 @@ pub struct Node {
     boot: Boot,
     bootstrapped: bool,
     checks_inflight: usize,
+    /// Successful replies to the bootstrap walks.
+    boot_replies: usize,
     repinging: usize,
     net_check: Option<NetCheck>,
     suspended: bool,
@@ -246,6 +248,7 @@ impl Node {
             boot: Boot::Done,
             bootstrapped: false,
             checks_inflight: 0,
+            boot_replies: 0,
             repinging: 0,
             net_check: None,
             suspended: false,
@@ -284,6 +287,13 @@ impl Node {
     /// True after the first bootstrap pass.
     pub fn is_bootstrapped(&self) -> bool {
         self.bootstrapped
+    }
+
+    /// Successful replies the bootstrap walks got. Zero once bootstrapped means no node
+    /// answered: the bootstrap addresses are wrong or the network is unreachable (the node
+    /// still runs, and keeps trying on its refresh ticks, as in JS).
+    pub fn boot_replies(&self) -> usize {
+        self.boot_replies
     }
 
     /// Our public address as other nodes report it (port 0: the NAT randomizes ports).
@@ -1243,6 +1253,7 @@ impl Node {
     }
 
     fn on_boot_query_reply(&mut self, now: Instant, from: SocketAddrV4) {
+        self.boot_replies += 1;
         let first = self.firewalled && self.config.quick_firewall && !self.force_persistent();
         let Boot::Querying { nat_pinged, .. } = &mut self.boot else {
             return;
