@@ -91,6 +91,10 @@ pub enum Error {
     /// The configuration store failed.
     #[error(transparent)]
     Persist(#[from] PersistError),
+    /// [`NetworkerBuilder::build`] was awaited outside a tokio runtime (the networker's
+    /// tasks run on the caller's runtime).
+    #[error("the networker needs a tokio runtime: build it from within one")]
+    NoRuntime,
 }
 
 /// What to do with a discovery key (corestore-networker `configure` options).
@@ -273,7 +277,12 @@ impl NetworkerBuilder {
 
     /// Starts the networker: restores the persisted configuration and identity, joins the
     /// swarm, and replicates the corestore with every peer.
+    ///
+    /// Fails with [`Error::NoRuntime`] when awaited outside a tokio runtime.
     pub async fn build(self) -> Result<Networker, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
         let store = self.store.unwrap_or_else(Corestore::in_memory);
         let dir = self
             .persist_dir

@@ -282,3 +282,25 @@ async fn a_corrupt_configuration_file_is_moved_aside_not_discarded() {
     net.close().await.unwrap();
     testnet.destroy().await;
 }
+
+/// Building outside a tokio runtime is an error, not a panic (the check comes before the
+/// first await, so one poll with a no-op waker decides it).
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Noop));
+    let mut cx = Context::from_waker(&waker);
+    let mut build = Box::pin(Networker::builder(Corestore::in_memory()).build());
+    match build.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(corenet::Error::NoRuntime)) => {}
+        Poll::Ready(Err(e)) => panic!("unexpected error: {e}"),
+        Poll::Ready(Ok(_)) => panic!("built without a runtime"),
+        Poll::Pending => panic!("waited without a runtime"),
+    }
+}
