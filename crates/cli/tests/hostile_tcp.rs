@@ -59,6 +59,19 @@ fn echo_once(addr: &str, within: Duration) {
     });
 }
 
+/// Reads until the server closes the connection (true) or the read timeout passes (false).
+fn closed_by_server(tcp: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 #[test]
 fn running_out_of_file_descriptors_does_not_end_the_listener() {
     let (mut p, addr) = listener(64);
@@ -83,16 +96,8 @@ fn a_stalled_handshake_is_dropped_and_its_descriptor_freed() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let started = Instant::now();
-    let mut buf = [0u8; 64];
     // The server's handshake deadline (10 s by default) closes the connection.
-    let closed = loop {
-        match silent.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
+    let closed = closed_by_server(&mut silent);
     let took = started.elapsed();
     assert!(closed, "the server never closed a silent connection");
     assert!(
@@ -111,15 +116,7 @@ fn an_oversized_handshake_frame_is_refused_from_its_length() {
     // A 16 MiB - 1 frame announced as the first handshake message, then nothing.
     evil.write_all(&[0xff, 0xff, 0xff]).unwrap();
     let started = Instant::now();
-    let mut buf = [0u8; 64];
-    let closed = loop {
-        match evil.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
+    let closed = closed_by_server(&mut evil);
     assert!(closed, "the connection was held");
     assert!(
         started.elapsed() < Duration::from_secs(2),
