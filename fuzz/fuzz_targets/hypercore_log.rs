@@ -5,7 +5,7 @@
 //! The first byte picks the mode: even, the rest is the file as is; odd, the rest is the file
 //! with every record's `meta_crc` recomputed (records found by walking their header lengths),
 //! so the fuzzer reaches the meta decoder and the replay behind the checksum. The file lives
-//! on tmpfs (`/dev/shm`) when there is one.
+//! in `$CORENET_FUZZ_TMP` if set, else on tmpfs (`/dev/shm`) when there is one.
 //!
 //! Invariants: no panic, allocation bounded by the file size, open terminates; the file
 //! after open is a prefix of what was written (only a torn tail is cut); a reopen of what was
@@ -26,7 +26,9 @@ const RECORD_HEADER_LEN: usize = 20;
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
+        let base = if let Some(d) = std::env::var_os("CORENET_FUZZ_TMP") {
+            PathBuf::from(d)
+        } else if std::path::Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
             std::env::temp_dir()
