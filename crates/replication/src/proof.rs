@@ -186,6 +186,11 @@ fn unpadded(node: &Node, padding: u64, leaves: u64) -> u64 {
 
 /// `seekProof`: the seek root, then siblings up to `root`.
 fn seek_proof(seek_root: u64, root: u64, p: &mut Pending) -> Result<(), Error> {
+    // Walking up from a node outside `root` never meets it (and would overflow the
+    // iterator's span before the step guard stops it).
+    if !Iter::new(root).contains(seek_root) {
+        return Err(invalid("seek root is not under the proof root"));
+    }
     let mut ite = Iter::new(seek_root);
     let mut out = vec![ite.index];
     let mut steps = 0;
@@ -213,6 +218,12 @@ fn block_and_seek_proof(
     let Some(node) = node else {
         return seek_proof(seek_root, root, p);
     };
+    // A hash inside the upgraded range next to a seek into a later root (the fuzzer found
+    // `hash 11, seek into block 8, upgrade 7..10` on a 10-block core) lands here with a node
+    // outside `root`: refuse it instead of climbing until the span overflows.
+    if !Iter::new(root).contains(node.index) {
+        return Err(invalid("block is not under the proof root"));
+    }
     let mut ite = Iter::new(node.index);
     let mut out = Vec::new();
     if !node.value {

@@ -323,6 +323,36 @@ fn requests_that_cannot_be_answered() {
     }
 }
 
+/// Found by the `hypercore_proof` fuzz target: a hash inside the upgraded range together
+/// with a seek into a later root sent proof generation up the tree from a node outside the
+/// proof root until the flat-tree span overflowed (a panic with overflow checks on). A remote
+/// `request` must get `INVALID_REQUEST`, not crash the uploader.
+#[test]
+fn a_hash_outside_the_seek_root_is_refused() {
+    let w = writer(10, CoreKind::V1);
+    // Blocks 0..8 (root 7) hold 364 bytes; byte 367 is in block 8, under root 17.
+    let req = ProofRequest {
+        hash: Some(RequestBlock {
+            index: 11,
+            nodes: 3,
+        }),
+        seek: Some(RequestSeek {
+            bytes: 367,
+            padding: 0,
+        }),
+        upgrade: Some(RequestUpgrade {
+            start: 7,
+            length: 3,
+        }),
+        ..ProofRequest::default()
+    };
+    assert!(
+        matches!(w.create_proof(&req), Err(Error::InvalidRequest(_))),
+        "{:?}",
+        w.create_proof(&req)
+    );
+}
+
 #[test]
 fn events_and_status_report_changes() {
     let w = Hypercore::in_memory(KeyPair::generate()).unwrap();
