@@ -6,87 +6,15 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
 use corenet_noise::KeyPair;
 use corenet_replication::storage::LOG_FILE;
-use corenet_replication::{
-    flat, CoreKind, DiskStorage, Hypercore, MemoryStorage, ProofRequest, RequestBlock,
-    RequestUpgrade, SyncPolicy,
-};
+use corenet_replication::{CoreKind, DiskStorage, Hypercore, SyncPolicy};
+
+mod common;
+use common::{assert_verifiable, snapshot};
 
 fn block(i: u64) -> Vec<u8> {
     (0..(i * 11 % 40 + 1)).map(|j| (j * 3 + i) as u8).collect()
-}
-
-/// What a reopened core must look like.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    len: u64,
-    fork: u64,
-    tree_hash: [u8; 32],
-    signature: Option<Bytes>,
-    blocks: Vec<Option<Bytes>>,
-}
-
-fn snapshot(core: &Hypercore) -> Snapshot {
-    Snapshot {
-        len: core.len(),
-        fork: core.fork(),
-        tree_hash: core.tree_hash(),
-        signature: core.signature(),
-        blocks: (0..core.len()).map(|i| core.get(i).unwrap()).collect(),
-    }
-}
-
-/// Every block of `core` verifies for a fresh reader that knows only the key.
-fn assert_verifiable(core: &Hypercore) {
-    if core.is_empty() {
-        return;
-    }
-    let len = core.len();
-    let reader = Hypercore::open_by_key(MemoryStorage::new(), core.key(), None).unwrap();
-    let head = core
-        .create_proof(&ProofRequest {
-            fork: core.fork(),
-            upgrade: Some(RequestUpgrade {
-                start: 0,
-                length: len,
-            }),
-            manifest: true,
-            ..ProofRequest::default()
-        })
-        .unwrap()
-        .unwrap();
-    if core.fork() > 0 {
-        // A fresh reader is at fork 0: a higher fork comes in as a reorg.
-        let reorg = reader.verify_reorg(&head).unwrap();
-        assert!(reorg.is_finished());
-        reader.apply_reorg(reorg).unwrap();
-    } else {
-        reader.verify_and_apply(&head).unwrap();
-    }
-    for i in 0..len {
-        let root = flat::full_roots(2 * len)
-            .find(|r| flat::left_span(*r) <= 2 * i && 2 * i <= flat::right_span(*r))
-            .unwrap();
-        let p = core
-            .create_proof(&ProofRequest {
-                fork: core.fork(),
-                block: Some(RequestBlock {
-                    index: i,
-                    nodes: u64::from(flat::depth(root)),
-                }),
-                ..ProofRequest::default()
-            })
-            .unwrap()
-            .unwrap();
-        reader.verify_and_apply(&p).unwrap();
-    }
-    assert_eq!(reader.len(), len);
-    assert_eq!(reader.tree_hash(), core.tree_hash());
-    for i in 0..len {
-        assert_eq!(reader.get(i).unwrap(), core.get(i).unwrap());
-    }
 }
 
 fn reopen(dir: &Path) -> Hypercore {
