@@ -219,6 +219,11 @@ fn main() -> ExitCode {
             .await
             .unwrap_or_else(|e| Err(CliError::runtime(e)))
     });
+    // The command is over and awaited every blocking task it started. What can still be on
+    // the blocking pool is a read of stdin (`chat`, `connect`), which returns only when a
+    // line or EOF comes: dropping the runtime would wait for it, so `chat` told to stop
+    // (SIGINT/SIGTERM) with its stdin open would never exit. Don't wait.
+    rt.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Usage(msg)) => {
