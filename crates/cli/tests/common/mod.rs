@@ -93,6 +93,11 @@ impl Proc {
         stdin.flush().expect("flush stdin");
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status if the process has exited.
     pub(crate) fn try_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().expect("wait")
@@ -146,4 +151,51 @@ pub(crate) fn net_args<'a>(storage: &'a Path, boot: &'a str) -> Vec<&'a str> {
         "--host",
         "127.0.0.1",
     ]
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`).
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Open file descriptors of process `pid`.
+pub(crate) fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The local IPv4 UDP ports that process `pid` has bound (from its socket descriptors and
+/// `/proc/<pid>/net/udp`).
+pub(crate) fn udp_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).expect("proc net udp");
+    let mut ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let inode = cols.get(9)?;
+            if !inodes.contains(*inode) {
+                return None;
+            }
+            let port = cols.get(1)?.split(':').nth(1)?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
