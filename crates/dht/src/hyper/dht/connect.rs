@@ -29,6 +29,11 @@ pub const PASSIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UNKNOWN_REMOTE_WAIT: Duration = Duration::from_secs(1);
 /// Times a random punch waits for the node-wide limit before giving up (JS waits forever).
 pub const MAX_TRY_LATER: u32 = 4;
+/// Retransmissions of a PEER_HOLEPUNCH request (JS uses dht-rpc's default, 3). Each try
+/// crosses four links (client, relay, server, relay, client), so at 10% loss a try fails
+/// one time in three and four tries fail a punch in 70; six tries, one in 600. The server
+/// answers a repeated message without new state.
+pub const HOLEPUNCH_RETRIES: u8 = 5;
 
 /// Which PEER_HOLEPUNCH round a reply belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -653,6 +658,7 @@ impl HyperDht {
             target: Some(target),
             value: Some(to_bytes(&msg)),
             socket: Some(SocketKind::Pool(socket)),
+            retries: Some(HOLEPUNCH_RETRIES),
             ..Default::default()
         };
         self.send(now, via, spec, Purpose::Holepunch { connect: c, stage });
