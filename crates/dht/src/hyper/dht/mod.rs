@@ -14,8 +14,8 @@
 mod announcer;
 mod connect;
 pub use connect::{
-    is_private, is_reserved, MAX_TRY_LATER, PASSIVE_CONNECT_TIMEOUT, PUNCH_TIMEOUT,
-    UNKNOWN_REMOTE_WAIT,
+    is_private, is_reserved, HOLEPUNCH_RETRIES, MAX_TRY_LATER, PASSIVE_CONNECT_TIMEOUT,
+    PUNCH_TIMEOUT, UNKNOWN_REMOTE_WAIT,
 };
 pub use server::{MAX_SERVER_PUNCHES, PREPUNCH_TIMEOUT};
 mod ops;
