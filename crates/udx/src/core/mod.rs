@@ -15,7 +15,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use stream::{Event, Stream, StreamInfo, StreamStats, Transmit};
+pub use stream::{Event, Stream, StreamInfo, StreamStats, Transmit, WINDOW_SLACK};
 
 /// Where a datagram received on a UDX socket goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,9 +29,10 @@ const SHRINK_AFTER_IDLE: Duration = Duration::from_secs(1);
 const IPV4_OVERHEAD: u16 = 28;
 /// IPv6 + UDP header bytes.
 const IPV6_OVERHEAD: u16 = 48;
-/// Bytes accepted beyond the advertised window: JS sends one packet even when the window is
-/// smaller than a packet, and retransmissions ignore the window.
-const WINDOW_SLACK: usize = 64 * 1024;
+/// Bytes a stream accepts beyond its receive window (`StreamConfig::recv_window`): JS sends
+/// one packet even when the window is smaller than a packet, and retransmissions ignore the
+/// window. Received bytes never exceed the window plus this.
+pub const WINDOW_SLACK: usize = 64 * 1024;
 /// RFC 8985 TLP: extra time when only one packet is outstanding (`UDX_TLP_MAX_ACK_DELAY`).
 const TLP_MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 /// Attempts per probe size before the MTU search settles (`UDX_MTU_MAX_PROBES`).
