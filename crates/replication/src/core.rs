@@ -979,11 +979,9 @@ impl Hypercore {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                // Every proof of the batch failed with it (a full disk stays `StorageFull`).
                 for (slot, _) in run.staged {
-                    results[slot] = Err(Error::Storage(crate::error::StorageError::Io(
-                        std::io::Error::other(msg.clone()),
-                    )));
+                    results[slot] = Err(Error::Storage(e.duplicate()));
                 }
             }
         }

@@ -64,6 +64,21 @@ pub enum StorageError {
     TooLarge(&'static str),
 }
 
+impl StorageError {
+    /// The same error again, for a second party (the error is not `Clone`): an I/O error
+    /// keeps its kind and OS error code, so a full disk stays `StorageFull`.
+    pub(crate) fn duplicate(&self) -> StorageError {
+        match self {
+            StorageError::Io(e) => StorageError::Io(match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }),
+            StorageError::Corrupt(s) => StorageError::Corrupt(s.clone()),
+            StorageError::TooLarge(s) => StorageError::TooLarge(s),
+        }
+    }
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

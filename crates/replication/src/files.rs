@@ -217,6 +217,9 @@ pub struct DownloadedFile {
 /// which waits for the channels being opened, so call this after replicating the core over
 /// the connections found so far). Blocks appended later are not included.
 ///
+/// Fails with [`Error::Storage`] when storing a downloaded block fails (a full disk is
+/// [`std::io::ErrorKind::StorageFull`]): the blocks stored so far stay.
+///
 /// Resumable: blocks already in the core's storage are not fetched again, so after an
 /// interruption, a second run on the same core (the same on-disk [`Corestore`]) fetches only
 /// what is missing.
@@ -240,7 +243,7 @@ pub async fn download_to_file(
     // count at the end, never counted twice.
     let mut events = core.events();
     let mut bytes = had_bytes;
-    let download = core.download(0..total_blocks);
+    let mut download = core.download(0..total_blocks);
     let mut state = download.progress();
     let mut last_report: Option<Instant> = None;
     let report = |blocks: u64, bytes: u64, now: Instant| {
@@ -299,6 +302,8 @@ pub async fn download_to_file(
                 Err(RecvError::Lagged(_)) => bytes = stored_bytes(core, total_blocks)?,
                 Err(RecvError::Closed) => return Err(Error::Closed),
             },
+            // Complete (seen above next time round), or storing a block failed.
+            done = download.done() => done?,
         }
     }
     let elapsed = start.elapsed();
@@ -358,7 +363,8 @@ fn stored_bytes(core: &Hypercore, length: u64) -> Result<u64, Error> {
     Ok(total)
 }
 
-/// Writes blocks `0..length` to `<out>.part`, syncs it and renames it to `out`.
+/// Writes blocks `0..length` to `<out>.part`, syncs it and renames it to `out`. On failure
+/// the `.part` file is removed (on a full disk it would hold the space).
 fn write_file(core: &Hypercore, length: u64, out: &Path) -> Result<(), Error> {
     let mut part: PathBuf = out.to_path_buf();
     let mut name = part
@@ -367,7 +373,15 @@ fn write_file(core: &Hypercore, length: u64, out: &Path) -> Result<(), Error> {
         .to_os_string();
     name.push(".part");
     part.set_file_name(name);
-    let file = File::create(&part)?;
+    let r = write_part(core, length, &part).and_then(|()| Ok(fs::rename(&part, out)?));
+    if r.is_err() {
+        let _ = fs::remove_file(&part);
+    }
+    r
+}
+
+fn write_part(core: &Hypercore, length: u64, part: &Path) -> Result<(), Error> {
+    let file = File::create(part)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     for i in 0..length {
         let block = core
@@ -377,7 +391,5 @@ fn write_file(core: &Hypercore, length: u64, out: &Path) -> Result<(), Error> {
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    drop(file);
-    fs::rename(&part, out)?;
     Ok(())
 }

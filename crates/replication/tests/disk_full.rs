@@ -4,18 +4,27 @@
 //! appends again, and every reopen is a consistent, verifiable core holding everything
 //! that was acknowledged.
 //!
+//! A download into a full disk ends with that error instead of waiting forever.
+//!
 //! Mounting needs root (CI runs the tests as root); elsewhere the test says it skipped.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use corenet_noise::KeyPair;
+use corenet_noise::{Config, KeyPair, SecretStream};
+use corenet_replication::files::{download_to_file, share_file};
 use corenet_replication::{
-    CoreKind, DiskStorage, Error, Hypercore, MemoryStorage, ProofRequest, RequestBlock,
+    CoreKind, Corestore, DiskStorage, Error, Hypercore, MemoryStorage, ProofRequest, RequestBlock,
     RequestUpgrade, StorageError, SyncPolicy,
 };
+use tokio::time::timeout;
+
+/// Upper bound on every wait.
+const WAIT: Duration = Duration::from_secs(20);
 
 mod common;
 use common::{assert_verifiable, snapshot};
@@ -63,7 +72,11 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        // Lazily: tasks that still hold files open on it must not keep it mounted.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -238,4 +251,63 @@ fn a_reader_on_a_full_disk_keeps_what_it_stored_and_resumes() {
     drop(copy);
     assert_eq!(snapshot(&reopen()), snapshot(&writer));
     assert_verifiable(&reopen());
+}
+
+async fn connect(a: &Corestore, b: &Corestore) -> (corenet_mux::MuxHandle, corenet_mux::MuxHandle) {
+    let (x, y) = tokio::io::duplex(1 << 20);
+    let client = tokio::spawn(async move {
+        SecretStream::new(x, true, &KeyPair::generate(), Config::default()).await
+    });
+    let server = SecretStream::new(y, false, &KeyPair::generate(), Config::default())
+        .await
+        .unwrap();
+    let client = client.await.unwrap().unwrap();
+    (
+        a.replicate_stream(client).unwrap(),
+        b.replicate_stream(server).unwrap(),
+    )
+}
+
+/// A download into a store on a full disk ends with the storage error (it used to wait
+/// forever, its peers paused), leaves no output file, and a later download, once space
+/// returns and a peer connects again, completes from what was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_into_a_full_disk_fails_with_the_error_and_resumes_later() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let src = tempfile::tempdir().unwrap();
+    let input = src.path().join("input.bin");
+    let content: Vec<u8> = (0..3 * 1024 * 1024 + 5u32)
+        .map(|i| (i >> 7) as u8)
+        .collect();
+    std::fs::write(&input, &content).unwrap();
+    let sharer = Corestore::in_memory();
+    let key = share_file(&sharer, "input", &input).unwrap().core.key();
+
+    let filler = fs.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 7 * 1024 * 1024]).unwrap();
+    let out = fs.path().join("out.bin");
+    let getter = Corestore::open(fs.path().join("store")).unwrap();
+    let core = getter.get_by_key(key).unwrap();
+    {
+        let _conn = connect(&sharer, &getter).await;
+        let e = timeout(WAIT, download_to_file(&core, &out, |_| {}))
+            .await
+            .expect("a full disk ends the download")
+            .unwrap_err();
+        assert_disk_full(&e);
+    }
+    assert!(!out.exists());
+    let kept = core.bitfield().count(0..core.len());
+    assert!(kept < core.len(), "{kept} blocks kept");
+
+    std::fs::remove_file(&filler).unwrap();
+    let _conn = connect(&sharer, &getter).await;
+    let got = timeout(WAIT, download_to_file(&core, &out, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    // (Proofs still queued on the first connection may have been stored meanwhile.)
+    assert!(got.fetched_blocks <= core.len() - kept);
+    assert_eq!(core.bitfield().count(0..core.len()), core.len());
+    assert_eq!(std::fs::read(&out).unwrap(), content);
 }

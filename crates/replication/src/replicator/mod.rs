@@ -52,7 +52,7 @@ use corenet_mux::{ChannelOptions, ChannelSender, MuxHandle};
 use tokio::sync::{oneshot, watch};
 
 use crate::core::{Event, Hypercore, ReorgBatch};
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 use crate::messages::Handshake;
 use protocol::{LocalView, PeerId, ProtoEvent, Protocol, ProtocolConfig};
 
@@ -166,6 +166,9 @@ pub struct PeerInfo {
     pub uploaded_bytes: u64,
 }
 
+/// Failures to store verified proofs, numbered from 1, with the last one.
+type StorageFaults = (u64, Option<Arc<StorageError>>);
+
 /// A running `download` of a range of blocks ([`Hypercore::download`]). The blocks are
 /// fetched from every peer that has them, and kept. Dropping it stops asking for the blocks
 /// that are not in flight yet.
@@ -174,6 +177,11 @@ pub struct Download {
     core: Hypercore,
     id: u64,
     progress: watch::Receiver<DownloadProgress>,
+    /// The core's storage failures: one after `faults_before` ends the download, since
+    /// asking again fails the same way (a full disk) and the peers are paused meanwhile.
+    faults: watch::Receiver<StorageFaults>,
+    /// Failures that happened before this download started.
+    faults_before: u64,
 }
 
 impl Download {
@@ -188,15 +196,34 @@ impl Download {
     }
 
     /// Waits until every block of the range is stored. An open-ended range never
-    /// completes: this waits until the core is dropped.
+    /// completes: this waits until the core is dropped. Fails with [`Error::Storage`] when
+    /// storing a downloaded block failed after the download started (a full disk is
+    /// [`std::io::ErrorKind::StorageFull`]); what was stored before stays.
     pub async fn done(&mut self) -> Result<(), Error> {
+        let mut faults_open = true;
         loop {
             if self.progress.borrow_and_update().complete {
                 return Ok(());
             }
-            if self.progress.changed().await.is_err() {
-                return Err(Error::Closed);
+            if let Some(e) = self.storage_failure() {
+                return Err(Error::Storage(e));
             }
+            tokio::select! {
+                changed = self.progress.changed() => if changed.is_err() {
+                    return Err(Error::Closed);
+                },
+                changed = self.faults.changed(), if faults_open => {
+                    faults_open = changed.is_ok();
+                }
+            }
+        }
+    }
+
+    /// The storage failure that ends this download, if one happened.
+    fn storage_failure(&mut self) -> Option<StorageError> {
+        match &*self.faults.borrow_and_update() {
+            (n, Some(e)) if *n > self.faults_before => Some(e.duplicate()),
+            _ => None,
         }
     }
 }
@@ -259,6 +286,8 @@ struct Inner {
     attached: HashSet<[u8; 64]>,
     update_waiters: HashMap<u64, oneshot::Sender<bool>>,
     downloads: HashMap<u64, watch::Sender<DownloadProgress>>,
+    /// Failures to store verified proofs, for the downloads to end with.
+    faults: watch::Sender<StorageFaults>,
     /// The reorg being narrowed down, by fork.
     reorg: Option<(u64, ReorgBatch)>,
 }
@@ -333,6 +362,7 @@ impl Replicator {
                 attached: HashSet::new(),
                 update_waiters: HashMap::new(),
                 downloads: HashMap::new(),
+                faults: watch::channel((0, None)).0,
                 reorg: None,
             }),
         }
@@ -346,6 +376,14 @@ impl Replicator {
 
     pub(crate) fn config(&self) -> ReplicatorConfig {
         self.lock().config
+    }
+
+    /// Storing a verified proof failed: the running downloads end with `e`.
+    pub(crate) fn storage_failed(&self, e: &StorageError) {
+        let e = Arc::new(e.duplicate());
+        self.lock()
+            .faults
+            .send_modify(|(n, last)| (*n, *last) = (*n + 1, Some(e)));
     }
 
     pub(crate) fn set_config(&self, config: ReplicatorConfig) {
@@ -588,10 +626,14 @@ impl Replicator {
             inner.flush(view);
             id
         });
+        let faults = inner.faults.subscribe();
+        let faults_before = faults.borrow().0;
         Download {
             core: core.clone(),
             id,
             progress: rx,
+            faults,
+            faults_before,
         }
     }
 }

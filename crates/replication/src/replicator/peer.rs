@@ -296,17 +296,26 @@ fn handle_data(core: &Hypercore, peer: PeerId, data: &mut Vec<Data>) -> bool {
         }
     }
     let mut outcomes = Vec::with_capacity(ids.len() + forks.len());
+    // The first local failure of the batch and how many proofs it failed.
+    let mut fault: Option<(Error, usize)> = None;
     if !proofs.is_empty() {
         let results = blocking(|| core.verify_and_apply_many(&proofs));
         for ((id, proof), r) in ids.into_iter().zip(&proofs).zip(results) {
             let bytes = proof.block.as_ref().map_or(0, |b| b.value.len() as u64);
-            outcomes.push((id, outcome(r.map(|_| bytes))));
+            outcomes.push((id, outcome(r.map(|_| bytes), &mut fault)));
         }
     }
     for (id, proof) in forks {
         // A peer on a higher fork: its tree, or nodes narrowing down the shared prefix.
         let r = repl.reorg_step(core, &proof).map(|()| 0);
-        outcomes.push((id, outcome(r)));
+        outcomes.push((id, outcome(r, &mut fault)));
+    }
+    if let Some((e, proofs)) = fault {
+        // Once per batch (its proofs share one commit), not once per proof.
+        tracing::warn!(error = %e, proofs, "storing verified proofs failed");
+        if let Error::Storage(e) = &e {
+            repl.storage_failed(e);
+        }
     }
     let mut ok = true;
     repl.with(core, |p, v| {
@@ -334,7 +343,9 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-fn outcome(r: Result<u64, Error>) -> DataOutcome {
+/// What verifying and storing one proof came to; a local failure is kept in `fault` (the
+/// first one of the batch, with a count).
+fn outcome(r: Result<u64, Error>, fault: &mut Option<(Error, usize)>) -> DataOutcome {
     match r {
         Ok(bytes) => DataOutcome::Applied { bytes },
         Err(e) if e.is_remote_fault() => {
@@ -343,7 +354,10 @@ fn outcome(r: Result<u64, Error>) -> DataOutcome {
         }
         Err(Error::ForkMismatch { .. } | Error::Stale) => DataOutcome::Retry,
         Err(e) => {
-            tracing::warn!(error = %e, "storing a verified proof failed");
+            match fault {
+                Some((_, n)) => *n += 1,
+                None => *fault = Some((e, 1)),
+            }
             DataOutcome::LocalFault
         }
     }
