@@ -272,8 +272,9 @@ fn a_sharer_killed_while_sharing_and_uploading_restarts_with_the_same_key() {
             // In its start.
             std::thread::sleep(rng.millis(50));
         } else {
-            // Once its core's log reached a random point of what is left to write.
-            let have = blocks * BLOCK as u64;
+            // Once its core's log reached a random point of what is left to write (the
+            // complete log is longer than the file: at once, if it is complete).
+            let have = only_log(&store).map_or(0, |l| file_len(&l));
             let target = have + rng.below((s.content.len() as u64).saturating_sub(have) + 1);
             let deadline = Instant::now() + Duration::from_secs(60);
             while only_log(&store).is_none_or(|l| file_len(&l) < target)
