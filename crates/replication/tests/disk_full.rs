@@ -4,7 +4,8 @@
 //! appends again, and every reopen is a consistent, verifiable core holding everything
 //! that was acknowledged.
 //!
-//! A download into a full disk ends with that error instead of waiting forever.
+//! A download into a full disk ends with that error instead of waiting forever, and a new
+//! download asks the same peers again once space returns.
 //!
 //! Mounting needs root (CI runs the tests as root); elsewhere the test says it skipped.
 
@@ -269,10 +270,10 @@ async fn connect(a: &Corestore, b: &Corestore) -> (corenet_mux::MuxHandle, coren
 }
 
 /// A download into a store on a full disk ends with the storage error (it used to wait
-/// forever, its peers paused), leaves no output file, and a later download, once space
-/// returns and a peer connects again, completes from what was kept.
+/// forever, its peers paused), leaves no output file, and the store reopens with what was
+/// kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_into_a_full_disk_fails_with_the_error_and_resumes_later() {
+async fn a_download_into_a_full_disk_fails_with_the_error_and_keeps_what_it_stored() {
     let Some(fs) = Tmpfs::mount("8m") else { return };
     let src = tempfile::tempdir().unwrap();
     let input = src.path().join("input.bin");
@@ -288,26 +289,62 @@ async fn a_download_into_a_full_disk_fails_with_the_error_and_resumes_later() {
     let out = fs.path().join("out.bin");
     let getter = Corestore::open(fs.path().join("store")).unwrap();
     let core = getter.get_by_key(key).unwrap();
-    {
-        let _conn = connect(&sharer, &getter).await;
-        let e = timeout(WAIT, download_to_file(&core, &out, |_| {}))
-            .await
-            .expect("a full disk ends the download")
-            .unwrap_err();
-        assert_disk_full(&e);
-    }
+    let _conn = connect(&sharer, &getter).await;
+    let e = timeout(WAIT, download_to_file(&core, &out, |_| {}))
+        .await
+        .expect("a full disk ends the download")
+        .unwrap_err();
+    assert_disk_full(&e);
     assert!(!out.exists());
+    // Whole batches of proofs are stored or not; none were lost.
     let kept = core.bitfield().count(0..core.len());
     assert!(kept < core.len(), "{kept} blocks kept");
+    drop(core);
+    drop(getter);
 
-    std::fs::remove_file(&filler).unwrap();
+    // Reopened (as a new run would): what was kept is there.
+    let getter = Corestore::open(fs.path().join("store")).unwrap();
+    let reopened = getter.get_by_key(key).unwrap();
+    assert!(reopened.bitfield().count(0..reopened.len()) >= kept);
+    for i in 0..reopened.len() {
+        if let Some(b) = reopened.get(i).unwrap() {
+            let at = i as usize * 64 * 1024;
+            assert_eq!(&b[..], &content[at..content.len().min(at + b.len())]);
+        }
+    }
+}
+
+/// Once space returns, a new download over the connection whose answers failed to store
+/// asks that peer again and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_full_disk_a_new_download_asks_the_same_peer_again() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let src = tempfile::tempdir().unwrap();
+    let input = src.path().join("input.bin");
+    let content: Vec<u8> = (0..3 * 1024 * 1024 + 5u32)
+        .map(|i| (i >> 5) as u8)
+        .collect();
+    std::fs::write(&input, &content).unwrap();
+    let sharer = Corestore::in_memory();
+    let key = share_file(&sharer, "input", &input).unwrap().core.key();
+
+    let filler = fs.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 7 * 1024 * 1024]).unwrap();
+    let out = fs.path().join("out.bin");
+    let getter = Corestore::open(fs.path().join("store")).unwrap();
+    let core = getter.get_by_key(key).unwrap();
     let _conn = connect(&sharer, &getter).await;
-    let got = timeout(WAIT, download_to_file(&core, &out, |_| {}))
+    let e = timeout(WAIT, download_to_file(&core, &out, |_| {}))
         .await
         .unwrap()
+        .unwrap_err();
+    assert_disk_full(&e);
+
+    std::fs::remove_file(&filler).unwrap();
+    let got = timeout(WAIT, download_to_file(&core, &out, |_| {}))
+        .await
+        .expect("the peer is asked again")
         .unwrap();
-    // (Proofs still queued on the first connection may have been stored meanwhile.)
-    assert!(got.fetched_blocks <= core.len() - kept);
-    assert_eq!(core.bitfield().count(0..core.len()), core.len());
+    assert_eq!(got.blocks, core.len());
     assert_eq!(std::fs::read(&out).unwrap(), content);
 }

@@ -178,7 +178,8 @@ pub struct Download {
     id: u64,
     progress: watch::Receiver<DownloadProgress>,
     /// The core's storage failures: one after `faults_before` ends the download, since
-    /// asking again fails the same way (a full disk) and the peers are paused meanwhile.
+    /// asking again would fail the same way (a full disk); the peers whose answers failed
+    /// are not asked again until a new download (or want) starts.
     faults: watch::Receiver<StorageFaults>,
     /// Failures that happened before this download started.
     faults_before: u64,

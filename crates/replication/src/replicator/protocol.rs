@@ -253,6 +253,10 @@ struct Peer {
     inflight: usize,
     /// No more requests (misbehaved or kept failing).
     paused: bool,
+    /// Storing its answer failed here (a full disk): no more requests to it until a new
+    /// download or want, which is how the application says it made room (asking at once
+    /// would fail the same way). Unlike `paused`, its own requests are still answered.
+    local_fault: bool,
     not_available: u32,
     invalid_requests: u32,
     /// Blocks and bytes downloaded from it.
@@ -280,6 +284,7 @@ impl Peer {
             sent_wants: HashSet::new(),
             inflight: 0,
             paused: false,
+            local_fault: false,
             not_available: 0,
             invalid_requests: 0,
             downloaded_blocks: 0,
@@ -904,7 +909,7 @@ impl Protocol {
             DataOutcome::LocalFault => {
                 self.clear_request(request, &r);
                 if let Some(peer) = self.peers.get_mut(&p) {
-                    peer.paused = true;
+                    peer.local_fault = true;
                 }
             }
         }
@@ -1090,6 +1095,7 @@ impl Protocol {
     /// A waiter for block `i` (JS `addBlock`).
     pub(crate) fn add_want(&mut self, local: &dyn LocalView, i: u64) {
         *self.wants.entry(i).or_insert(0) += 1;
+        self.clear_local_faults();
         self.update_all(local);
     }
 
@@ -1141,8 +1147,16 @@ impl Protocol {
             },
         );
         self.events.push_back(ProtoEvent::RangeUpdated(id));
+        self.clear_local_faults();
         self.update_all(local);
         id
+    }
+
+    /// A new download or want: ask the peers whose answers we failed to store again.
+    fn clear_local_faults(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.local_fault = false;
+        }
     }
 
     pub(crate) fn remove_range(&mut self, id: u64) {
@@ -1215,7 +1229,7 @@ impl Protocol {
             let Some(peer) = self.peers.get(&p) else {
                 return;
             };
-            if peer.paused || !peer.remote_uploading || peer.inflight >= limit {
+            if peer.paused || peer.local_fault || !peer.remote_uploading || peer.inflight >= limit {
                 return;
             }
             if self.request_manifest(local, p)
