@@ -172,29 +172,31 @@ impl DiskStorage {
     }
 
     /// Replays the log into the in-memory index and cuts off a torn tail.
+    ///
+    /// A record's meta is covered by its CRC; its block bytes are checked only at the tail
+    /// (reading every block of a large log at each open would cost its whole size): the last
+    /// record is trusted only if its blocks are all there, and when it is cut, the record
+    /// before it becomes the last and is checked the same way. So what an open keeps is
+    /// exactly what the next open of the cut file keeps.
     fn replay(&mut self) -> Result<(), StorageError> {
         let file_len = self.file.metadata()?.len();
         let mut pos = FILE_MAGIC.len() as u64;
-        let mut pending: Option<(u64, u64, RecordMeta)> = None; // (start, data start, meta)
+        let mut records: Vec<(u64, u64, RecordMeta)> = Vec::new(); // (start, data start, meta)
         let mut buf = Vec::new();
-        loop {
-            let Some((meta, data_start, end)) = self.read_record(pos, file_len, &mut buf) else {
-                break;
-            };
-            if let Some((_, ds, m)) = pending.take() {
-                self.apply(m, ds);
-            }
-            pending = Some((pos, data_start, meta));
+        while let Some((meta, data_start, end)) = self.read_record(pos, file_len, &mut buf) {
+            records.push((pos, data_start, meta));
             pos = end;
         }
-        // The last record is trusted only if its block bytes are all there.
-        if let Some((start, ds, m)) = pending {
-            if self.blocks_intact(&m, ds) {
-                self.apply(m, ds);
-            } else {
-                tracing::debug!(path = %self.path.display(), offset = start, "dropping torn last record");
-                pos = start;
+        while let Some((start, ds, m)) = records.last() {
+            if self.blocks_intact(m, *ds) {
+                break;
             }
+            tracing::debug!(path = %self.path.display(), offset = start, "dropping torn last record");
+            pos = *start;
+            records.pop();
+        }
+        for (_, ds, m) in records {
+            self.apply(m, ds);
         }
         if pos < file_len {
             tracing::info!(
