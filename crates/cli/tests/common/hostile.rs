@@ -50,13 +50,7 @@ impl Lab {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
             .collect();
         std::fs::write(&file, &content).unwrap();
-        let storage = dir.path().join("sharer");
-        let mut args = net_args(&storage, &boot);
-        args.extend(["--seed", SHARER_SEED, "share", file.to_str().unwrap()]);
-        let sharer = Proc::spawn(&args);
-        let core_key = sharer.line("key ")["key ".len()..].to_string();
-        let discovery_key = sharer.line("discovery-key ")["discovery-key ".len()..].to_string();
-        sharer.line("announced ");
+        let (sharer, core_key, discovery_key) = spawn_sharer(dir.path(), &boot);
         let sharer_key = hex::encode(KeyPair::from_seed(hex32(SHARER_SEED)).public_key().0);
         Lab {
             testnet,
@@ -69,6 +63,21 @@ impl Lab {
             content,
             gets: 0,
         }
+    }
+
+    /// Kills the seeder (SIGKILL).
+    pub(crate) fn kill_sharer(&mut self) {
+        self.sharer.kill();
+    }
+
+    /// Starts the seeder again on its store: it serves the same core.
+    pub(crate) fn restart_sharer(&mut self) {
+        let (sharer, core_key, _) = spawn_sharer(self.dir.path(), &self.boot);
+        assert_eq!(
+            core_key, self.core_key,
+            "the restarted seeder serves another core"
+        );
+        self.sharer = sharer;
     }
 
     pub(crate) fn boot_addr(&self) -> SocketAddrV4 {
@@ -154,6 +163,20 @@ impl Lab {
             .filter_map(|l| l.strip_prefix("peer ").map(str::to_string))
             .collect()
     }
+}
+
+/// `corenet share` of `dir/data.bin` with its store in `dir/sharer`, announced: the process,
+/// the core's key and its discovery key.
+fn spawn_sharer(dir: &std::path::Path, boot: &str) -> (Proc, String, String) {
+    let file = dir.join("data.bin");
+    let storage = dir.join("sharer");
+    let mut args = net_args(&storage, boot);
+    args.extend(["--seed", SHARER_SEED, "share", file.to_str().unwrap()]);
+    let sharer = Proc::spawn(&args);
+    let core_key = sharer.line("key ")["key ".len()..].to_string();
+    let discovery_key = sharer.line("discovery-key ")["discovery-key ".len()..].to_string();
+    sharer.line("announced ");
+    (sharer, core_key, discovery_key)
 }
 
 pub(crate) fn hex32(s: &str) -> [u8; 32] {
