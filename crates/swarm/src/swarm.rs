@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::core::connections::{Admit, ConnId, ConnectionSet, Entry};
+use crate::core::reconnects::Reconnects;
 use crate::dialer::{Ban, ConnectionChanged, DialerActor, StartDial};
 use crate::session::{
     CloseSession, Connection, ConnectionInfo, SessionActor, SessionClosed, Shared, Transport,
@@ -24,13 +25,7 @@ use crate::{Firewall, PeerConnection, Stats, SwarmEvent};
 
 /// The reason duplicates are closed with (the same text as hyperswarm).
 pub const ERR_DUPLICATE: &str = "Duplicate connection";
-/// Connections one peer may open to us per [`RECONNECT_WINDOW`]; more are refused before the
-/// handshake is answered (a peer reconnecting in a tight loop costs us one check each).
-pub const MAX_RECONNECTS: u32 = 8;
-/// The window of [`MAX_RECONNECTS`].
-pub const RECONNECT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-/// Peers whose reconnect counts are remembered (the oldest window is dropped first).
-const MAX_TRACKED_PEERS: usize = 4096;
+pub use crate::core::reconnects::{MAX_RECONNECTS, MAX_TRACKED_PEERS, RECONNECT_WINDOW};
 
 /// Settings the swarm actor needs.
 #[derive(Clone)]
@@ -120,8 +115,8 @@ pub struct SwarmActor {
     stats: Arc<Stats>,
     peers: Arc<DashMap<PublicKey, PeerConnection>>,
     destroyed: bool,
-    /// Incoming connection attempts per peer in the current window.
-    reconnects: HashMap<PublicKey, (std::time::Instant, u32)>,
+    /// Incoming connection attempts per peer in the current window (hard-bounded table).
+    reconnects: Reconnects,
 }
 
 impl std::fmt::Debug for SwarmActor {
@@ -164,7 +159,7 @@ impl SwarmActor {
             stats,
             peers,
             destroyed: false,
-            reconnects: HashMap::new(),
+            reconnects: Reconnects::new(),
         }
     }
 
@@ -498,17 +493,10 @@ impl Handler<CheckFirewall> for SwarmActor {
             return Box::pin(async { false });
         }
         // A peer that reconnects in a tight loop is refused for the rest of the window.
-        let now = std::time::Instant::now();
-        if self.reconnects.len() >= MAX_TRACKED_PEERS {
-            self.reconnects
-                .retain(|_, (t, _)| now.saturating_duration_since(*t) < RECONNECT_WINDOW);
-        }
-        let entry = self.reconnects.entry(m.public_key).or_insert((now, 0));
-        if now.saturating_duration_since(entry.0) >= RECONNECT_WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        if entry.1 > MAX_RECONNECTS {
+        if !self
+            .reconnects
+            .check(std::time::Instant::now(), m.public_key)
+        {
             tracing::debug!(peer = %m.public_key, "refusing a peer that reconnects too often");
             return Box::pin(async { false });
         }

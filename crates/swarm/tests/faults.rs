@@ -30,6 +30,11 @@ async fn echo_swarm(testnet: &Testnet) -> Swarm {
         .build()
         .await
         .unwrap();
+    serve_echo(swarm).await
+}
+
+/// Echoes every connection of `swarm` and listens.
+async fn serve_echo(swarm: Swarm) -> Swarm {
     let mut conns = swarm.connections();
     tokio::spawn(async move {
         while let Some(mut c) = conns.recv().await {
@@ -133,6 +138,64 @@ async fn a_peer_reconnecting_in_a_tight_loop_is_limited() {
         echo_ok(&client, &server).await,
         "other peers are still served"
     );
+    server.destroy().await;
+    testnet.destroy().await;
+}
+
+#[tokio::test]
+async fn a_connection_beyond_max_server_connections_is_closed_and_the_first_stays() {
+    let testnet = Testnet::new(5, 0).await.unwrap();
+    let server = serve_echo(
+        Swarm::builder()
+            .bootstrap(testnet.bootstrap.clone())
+            .max_server_connections(1)
+            .build()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let client = raw_node(&testnet).await;
+    let (first_kp, second_kp) = (KeyPair::generate(), KeyPair::generate());
+    let mut first = client
+        .connect(&first_kp, server.public_key(), vec![])
+        .await
+        .unwrap();
+    first.stream.send(b"one").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, first.stream.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .as_deref(),
+        Some(&b"one"[..])
+    );
+    // The second key completes the DHT handshake; the swarm then destroys its stream.
+    let mut second = client
+        .connect(&second_kp, server.public_key(), vec![])
+        .await
+        .unwrap();
+    let _ = second.stream.send(b"two").await;
+    let answer = tokio::time::timeout(WAIT, second.stream.recv()).await;
+    assert!(
+        matches!(answer, Ok(Ok(None)) | Ok(Err(_))),
+        "the second connection is closed, not served: {answer:?}"
+    );
+    first.stream.send(b"still").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, first.stream.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .as_deref(),
+        Some(&b"still"[..]),
+        "the first connection stays"
+    );
+    let now: Vec<_> = server
+        .connections_now()
+        .iter()
+        .map(|p| p.public_key)
+        .collect();
+    assert_eq!(now, vec![first_kp.public_key()]);
     server.destroy().await;
     testnet.destroy().await;
 }

@@ -753,6 +753,35 @@ mod tests {
     }
 
     #[test]
+    fn topic_peers_wait_while_connections_are_at_max_peers() {
+        let t0 = Instant::now();
+        let mut d = Dialer::new(
+            DialerConfig {
+                max_peers: 1,
+                ..Default::default()
+            },
+            pk(0),
+        );
+        let t = Topic([9; 32]);
+        d.set_topic_active(t, true);
+        d.server_opened(&pk(5)); // one connection: at max_peers
+        d.peer_discovered(t0, t, pk(1), vec![]);
+        assert!(drain(&mut d).is_empty(), "no dial at max_peers");
+        assert_eq!(d.queued(), 1, "the topic peer waits in the queue");
+        assert_eq!(d.connecting(), 0);
+        // Below the cap again, the waiting peer is dialled.
+        d.server_closed(t0, &pk(5));
+        assert_eq!(
+            drain(&mut d),
+            vec![DialAction::Dial {
+                force_relay: false,
+                public_key: pk(1),
+                relay_addresses: vec![]
+            }]
+        );
+    }
+
+    #[test]
     fn flush_waits_for_queued_dials() {
         let t0 = Instant::now();
         let mut d = Dialer::new(DialerConfig::default(), pk(0));
