@@ -435,6 +435,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_response_with_65_closer_nodes_is_refused() {
+        let response = |n: usize| Response {
+            tid: 7,
+            to: addr([10, 0, 0, 1], 49737),
+            closer_nodes: (0..n).map(|i| addr([10, 1, 0, i as u8], 49737)).collect(),
+            ..Default::default()
+        };
+        let at_cap = response(MAX_CLOSER_NODES).to_bytes();
+        assert!(matches!(
+            Message::decode(&at_cap),
+            Ok(Message::Response(r)) if r.closer_nodes.len() == MAX_CLOSER_NODES
+        ));
+        let over = response(MAX_CLOSER_NODES + 1).to_bytes();
+        assert_eq!(
+            Message::decode(&over),
+            Err(DecodeError::TooLarge {
+                what: "closerNodes",
+                len: MAX_CLOSER_NODES as u64 + 1,
+                max: MAX_CLOSER_NODES as u64,
+            })
+        );
+    }
+
     fn arb_addr() -> impl Strategy<Value = SocketAddrV4> {
         (any::<[u8; 4]>(), any::<u16>()).prop_map(|(a, p)| addr(a, p))
     }

@@ -47,6 +47,14 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(750);
 pub const SLEEPING_INTERVAL: Duration = Duration::from_secs(15);
 /// Longest DELAYED_PING delay we honour.
 pub const MAX_PING_DELAY: Duration = Duration::from_secs(10);
+/// DELAYED_PING replies held at once; a request beyond it is ignored (no reply). JS keeps
+/// every pending timer (`dht-rpc/index.js:697-702`), so a flood of 10 s delays grows without
+/// bound there.
+pub const MAX_DELAYED_PINGS: usize = 1024;
+/// Liveness checks (PINGs of table nodes) in flight at once under which a DOWN_HINT starts
+/// another; beyond it a hint is acknowledged and not acted on (JS: `this._checks < 10`,
+/// `dht-rpc/index.js:666`). It keeps a hint flood from turning into a ping flood.
+pub const MAX_DOWN_HINT_CHECKS: usize = 10;
 /// Ticks a node must be quiet before re-sampling (30 min).
 pub const OLD_NODE: u32 = 360;
 /// Ticks under which a node counts as recently seen (1 min).

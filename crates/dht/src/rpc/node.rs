@@ -18,9 +18,9 @@ use super::table::{AddResult, Entry, Table};
 use super::tokens::Tokens;
 use super::{
     Config, Event, IncomingRequest, QueryId, Reply, ReplyOptions, RequestError, RequestId,
-    RequestSpec, SocketKind, Transmit, DOWN_HINTS_PER_TICK, DRAIN_INTERVAL, MAX_PING_DELAY,
-    MAX_QUEUE, MORE_STABLE_TICKS, OLD_NODE, RECENT_NODE, REFRESH_TICKS, SLEEPING_INTERVAL,
-    STABLE_TICKS, TICK_INTERVAL,
+    RequestSpec, SocketKind, Transmit, DOWN_HINTS_PER_TICK, DRAIN_INTERVAL, MAX_DELAYED_PINGS,
+    MAX_DOWN_HINT_CHECKS, MAX_PING_DELAY, MAX_QUEUE, MORE_STABLE_TICKS, OLD_NODE, RECENT_NODE,
+    REFRESH_TICKS, SLEEPING_INTERVAL, STABLE_TICKS, TICK_INTERVAL,
 };
 
 /// Who waits for a request's outcome.
@@ -868,7 +868,7 @@ impl Node {
                 let Some(v) = req.value.as_ref().filter(|v| v.len() >= 6) else {
                     return;
                 };
-                if self.checks_inflight < 10 {
+                if self.checks_inflight < MAX_DOWN_HINT_CHECKS {
                     let mut d = corenet_codec::Decoder::new(v);
                     if let Ok(addr) = d.ipv4_address() {
                         let id = NodeId::from_addr(&addr);
@@ -893,7 +893,7 @@ impl Node {
                 };
                 let ms = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
                 let delay = Duration::from_millis(u64::from(ms));
-                if delay > MAX_PING_DELAY || self.delayed_replies.len() >= 1024 {
+                if delay > MAX_PING_DELAY || self.delayed_replies.len() >= MAX_DELAYED_PINGS {
                     return;
                 }
                 let res = Response {
@@ -1244,8 +1244,11 @@ impl Node {
             test_nat: false,
             nat_pinged: false,
         };
-        // An empty network finishes at once.
-        self.finish_query_if_done(now, query);
+        // An empty network (no bootstrap nodes, an empty table) finishes the walk inside
+        // `start_query`, before `boot` names it: finish the pass here, as JS does.
+        if !self.queries.contains_key(&query) {
+            self.on_boot_query_done(now);
+        }
     }
 
     fn force_persistent(&self) -> bool {
@@ -1642,5 +1645,336 @@ impl Node {
             );
         }
         self.query_read_more(now, qid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The node's DoS budgets (docs/dos-budgets.md §1), each driven to its bound.
+
+    use super::*;
+
+    const OWN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 49737);
+
+    /// A persistent, reachable node with an empty network: bootstrapped at once.
+    fn node(now: Instant) -> Node {
+        let mut n = Node::new(
+            Config::default()
+                .with_public_address(OWN)
+                .with_firewalled(false)
+                .with_ephemeral(Some(false))
+                .with_seed([7; 32]),
+            now,
+        );
+        assert!(n.is_bootstrapped() && n.is_persistent());
+        while n.poll_event().is_some() {}
+        n
+    }
+
+    /// Source address number `i` (distinct hosts, so distinct tokens where it matters).
+    fn peer(i: u32) -> SocketAddrV4 {
+        let [_, b, c, d] = (i + 1).to_be_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(10, b | 0x80, c, d), 40_000)
+    }
+
+    fn request(tid: u16, internal: bool, command: u64, value: Option<Vec<u8>>) -> Request {
+        Request {
+            tid,
+            to: OWN,
+            internal,
+            command,
+            target: Some([3; 32]),
+            value: value.map(Bytes::from),
+            ..Default::default()
+        }
+    }
+
+    fn send(n: &mut Node, now: Instant, from: SocketAddrV4, req: &Request) {
+        n.handle_datagram(now, SocketKind::Server, from, &req.to_bytes());
+    }
+
+    fn drain(n: &mut Node) -> Vec<(SocketAddrV4, Message)> {
+        let mut out = Vec::new();
+        while let Some(t) = n.poll_transmit() {
+            out.push((
+                t.to,
+                Message::decode(&t.bytes).expect("we send valid datagrams"),
+            ));
+        }
+        out
+    }
+
+    fn delayed_ping(ms: u32) -> Option<Vec<u8>> {
+        Some(ms.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn transmits_beyond_max_queue_are_dropped_and_counted() {
+        let now = Instant::now();
+        let mut n = node(now);
+        for i in 0..=MAX_QUEUE {
+            let req = request(i as u16, true, internal::PING, None);
+            send(&mut n, now, peer(i as u32), &req);
+        }
+        assert_eq!(n.stats().incoming, MAX_QUEUE as u64 + 1);
+        assert_eq!(n.stats().dropped, 1);
+        let mut sent = 0;
+        while n.poll_transmit().is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, MAX_QUEUE);
+        // Drained, the queue takes replies again.
+        send(
+            &mut n,
+            now,
+            peer(0),
+            &request(1, true, internal::PING, None),
+        );
+        assert!(n.poll_transmit().is_some());
+        assert_eq!(n.stats().dropped, 1);
+    }
+
+    #[test]
+    fn events_beyond_max_queue_are_dropped() {
+        let now = Instant::now();
+        let mut n = node(now);
+        for i in 0..MAX_QUEUE + 10 {
+            send(
+                &mut n,
+                now,
+                peer(i as u32),
+                &request(i as u16, false, 3, None),
+            );
+        }
+        let mut events = 0;
+        while let Some(e) = n.poll_event() {
+            assert!(matches!(e, Event::Request(_)), "{e:?}");
+            events += 1;
+        }
+        assert_eq!(events, MAX_QUEUE);
+    }
+
+    #[test]
+    fn a_forged_token_gets_invalid_token_and_a_fresh_one_and_is_not_processed() {
+        let now = Instant::now();
+        let mut n = node(now);
+        let from = peer(1);
+        let forged = Request {
+            token: Some([0x5a; 32]),
+            ..request(1, false, 4, Some(b"announce".to_vec()))
+        };
+        send(&mut n, now, from, &forged);
+        assert_eq!(
+            n.poll_event(),
+            None,
+            "a request with a forged token got through"
+        );
+        let out = drain(&mut n);
+        assert_eq!(out.len(), 1);
+        let fresh = match &out[0] {
+            (to, Message::Response(r)) if *to == from && r.tid == 1 => {
+                assert_eq!(r.error, errors::INVALID_TOKEN);
+                assert_eq!(r.value, None);
+                r.token
+                    .expect("an INVALID_TOKEN reply carries a fresh token")
+            }
+            other => panic!("{other:?}"),
+        };
+        // The fresh token is good for this host, and not for another.
+        let good = Request {
+            token: Some(fresh),
+            ..request(2, false, 4, Some(b"announce".to_vec()))
+        };
+        send(&mut n, now, from, &good);
+        assert!(matches!(n.poll_event(), Some(Event::Request(r)) if r.token == Some(fresh)));
+        assert!(drain(&mut n).is_empty());
+        send(&mut n, now, peer(2), &good);
+        assert_eq!(n.poll_event(), None);
+        assert!(
+            matches!(&drain(&mut n)[..], [(_, Message::Response(r))] if r.error == errors::INVALID_TOKEN)
+        );
+        // Still good just before the second rotation (19 drains), refused at it (20 drains,
+        // 15 s): a token lives at most two rotations.
+        let late = now + DRAIN_INTERVAL * 19;
+        n.handle_timeout(late);
+        send(&mut n, late, from, &good);
+        assert!(matches!(n.poll_event(), Some(Event::Request(_))));
+        let later = now + DRAIN_INTERVAL * 20;
+        n.handle_timeout(later);
+        send(&mut n, later, from, &good);
+        assert_eq!(n.poll_event(), None);
+        assert!(
+            matches!(&drain(&mut n)[..], [(_, Message::Response(r))] if r.error == errors::INVALID_TOKEN && r.token.is_some() && r.token != Some(fresh))
+        );
+    }
+
+    #[test]
+    fn a_1025th_delayed_ping_is_not_answered() {
+        let now = Instant::now();
+        let mut n = node(now);
+        let too_long = u32::try_from(MAX_PING_DELAY.as_millis()).unwrap() + 1;
+        send(
+            &mut n,
+            now,
+            peer(0),
+            &request(0, true, internal::DELAYED_PING, delayed_ping(too_long)),
+        );
+        for i in 1..=MAX_DELAYED_PINGS + 1 {
+            let req = request(i as u16, true, internal::DELAYED_PING, delayed_ping(5_000));
+            send(&mut n, now, peer(i as u32), &req);
+        }
+        assert!(
+            drain(&mut n).is_empty(),
+            "a delayed ping was answered at once"
+        );
+        n.handle_timeout(now + Duration::from_millis(4_999));
+        assert!(
+            drain(&mut n).is_empty(),
+            "a delayed ping was answered early"
+        );
+        let at = now + Duration::from_millis(5_000);
+        n.handle_timeout(at);
+        let out = drain(&mut n);
+        assert_eq!(out.len(), MAX_DELAYED_PINGS);
+        let mut tids: Vec<u16> = out
+            .iter()
+            .map(|(_, m)| match m {
+                Message::Response(r) => r.tid,
+                m => panic!("{m:?}"),
+            })
+            .collect();
+        tids.sort_unstable();
+        // The first 1,024 within the delay cap are answered; the over-long one and the
+        // 1,025th are not.
+        assert_eq!(tids, (1..=MAX_DELAYED_PINGS as u16).collect::<Vec<_>>());
+        n.handle_timeout(now + Duration::from_secs(30));
+        assert!(drain(&mut n).is_empty());
+        // Answered, they free their places.
+        let later = now + Duration::from_secs(30);
+        send(
+            &mut n,
+            later,
+            peer(1),
+            &request(9, true, internal::DELAYED_PING, delayed_ping(0)),
+        );
+        n.handle_timeout(later);
+        assert_eq!(drain(&mut n).len(), 1);
+    }
+
+    #[test]
+    fn an_11th_down_hint_is_acknowledged_without_a_check() {
+        let now = Instant::now();
+        let mut n = node(now);
+        let nodes: Vec<SocketAddrV4> = (0..11)
+            .map(|i| SocketAddrV4::new(Ipv4Addr::new(172, 16, 0, 1 + i), 49737))
+            .collect();
+        for a in &nodes {
+            n.add_node(*a);
+        }
+        assert_eq!(n.table().len(), nodes.len());
+        let hinter = peer(0);
+        for (i, a) in nodes.iter().enumerate() {
+            let mut v = Vec::new();
+            corenet_codec::encode::ipv4_address(&mut v, a);
+            send(
+                &mut n,
+                now,
+                hinter,
+                &request(i as u16, true, internal::DOWN_HINT, Some(v)),
+            );
+        }
+        let out = drain(&mut n);
+        let acks = out
+            .iter()
+            .filter(|(to, m)| *to == hinter && matches!(m, Message::Response(r) if r.error == 0))
+            .count();
+        let pinged: Vec<SocketAddrV4> = out
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::Request(r) if r.internal && r.command == internal::PING))
+            .map(|(to, _)| *to)
+            .collect();
+        assert_eq!(acks, nodes.len(), "every hint is acknowledged");
+        assert_eq!(pinged, nodes[..MAX_DOWN_HINT_CHECKS].to_vec());
+        // The checks time out (4 sends of 1 s): the silent nodes leave the table, the one
+        // that was hinted beyond the cap stays.
+        for s in 1..=5 {
+            n.handle_timeout(now + Duration::from_secs(s));
+        }
+        assert_eq!(n.table().len(), 1);
+        assert!(n.table().get(&NodeId::from_addr(&nodes[10])).is_some());
+    }
+
+    /// Runs a FIND_NODE query seeded with `referrers`, each answering with `named`; every
+    /// named node stays silent. Returns the DOWN_HINTs sent (to whom, about whom) within
+    /// `run` of virtual time.
+    fn hints_after_silent_referrals(
+        referrers: &[SocketAddrV4],
+        named: &[SocketAddrV4],
+        run: Duration,
+    ) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+        let start = Instant::now();
+        let mut n = node(start);
+        let mut spec = QuerySpec::find_node([9; 32])
+            .with_nodes(referrers.to_vec())
+            .with_concurrency(named.len() + referrers.len());
+        spec.retries = 0;
+        n.query(start, spec);
+        let mut hints = Vec::new();
+        let mut now = start;
+        for _ in 0..10_000 {
+            for (to, m) in drain(&mut n) {
+                let Message::Request(r) = m else { continue };
+                if r.internal && r.command == internal::DOWN_HINT {
+                    let v = r.value.expect("a DOWN_HINT names a node");
+                    let about = corenet_codec::Decoder::new(&v).ipv4_address().unwrap();
+                    hints.push((to, about));
+                } else if referrers.contains(&to) && r.command == internal::FIND_NODE {
+                    let res = Response {
+                        tid: r.tid,
+                        to: OWN,
+                        closer_nodes: named.to_vec(),
+                        ..Default::default()
+                    };
+                    n.handle_datagram(now, SocketKind::Server, to, &res.to_bytes());
+                }
+            }
+            match n.poll_timeout() {
+                Some(t) if t <= start + run => {
+                    now = t.max(now);
+                    n.handle_timeout(now);
+                }
+                _ => break,
+            }
+        }
+        hints
+    }
+
+    fn silent(count: u8) -> Vec<SocketAddrV4> {
+        (0..count)
+            .map(|i| SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 1 + i), 49737))
+            .collect()
+    }
+
+    #[test]
+    fn down_hints_stop_at_50_per_tick() {
+        let referrers: Vec<SocketAddrV4> = (1..=4).map(peer).collect();
+        // 64 silent nodes named by 4 referrers each would be 256 hints.
+        let hints = hints_after_silent_referrals(&referrers, &silent(64), Duration::from_secs(4));
+        assert_eq!(hints.len(), DOWN_HINTS_PER_TICK as usize);
+        // The referrers of a silent node are used once: later ticks send no more.
+        let hints = hints_after_silent_referrals(&referrers, &silent(64), Duration::from_secs(30));
+        assert_eq!(hints.len(), DOWN_HINTS_PER_TICK as usize);
+    }
+
+    #[test]
+    fn a_node_named_by_five_referrers_is_hinted_down_to_four() {
+        let referrers: Vec<SocketAddrV4> = (1..=5).map(peer).collect();
+        let hints = hints_after_silent_referrals(&referrers, &silent(1), Duration::from_secs(4));
+        let mut to: Vec<SocketAddrV4> = hints.iter().map(|h| h.0).collect();
+        to.sort_unstable();
+        to.dedup();
+        assert_eq!(hints.len(), 4);
+        assert_eq!(to.len(), 4);
+        assert!(hints.iter().all(|h| h.1 == silent(1)[0]));
     }
 }
