@@ -32,7 +32,7 @@ impl HyperDht {
             }
             command::LOOKUP => {
                 let Some(target) = req.target else { return };
-                let records = self.store.lookup(now, &target);
+                let records = self.store.lookup(now, &target, &mut self.rng);
                 let value = if records.is_empty() {
                     None
                 } else {
@@ -131,7 +131,11 @@ impl HyperDht {
         };
         let Some(mut peer) = ann.peer.clone() else {
             if let Some(refresh) = ann.refresh {
-                if self.store.apply_refresh(now, refresh, req.from).is_some() {
+                if self
+                    .store
+                    .apply_refresh(now, refresh, req.from, &mut self.rng)
+                    .is_some()
+                {
                     self.node.reply(req, ReplyOptions::ack());
                 }
             }
@@ -152,8 +156,10 @@ impl HyperDht {
             if ann.bump > self.store.bump(now, &target) {
                 self.store.set_bump(now, target, ann.bump);
             }
+            // A record refused at the total cap is still acknowledged, as JS (which never
+            // refuses: it evicts its older generation) always does.
             self.store
-                .add_record(now, target, peer.public_key, record.clone());
+                .add_record(now, target, peer.public_key, record.clone(), &mut self.rng);
         }
         if let Some(r) = ann.refresh {
             self.store
