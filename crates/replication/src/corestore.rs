@@ -446,10 +446,15 @@ impl Corestore {
                 .streams
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Closed connections are forgotten here too, not only when a core opens: a
+            // store that serves the same cores for days (a seeder) or none (a chat peer)
+            // would otherwise keep every connection it ever had (its mux, buffers and
+            // stream: about 4 KiB each, found by the CLI soak).
+            streams.retain(|t| !t.mux.is_closed());
             let conn = mux.stream_info().handshake_hash;
             if streams
                 .iter()
-                .any(|t| t.mux.stream_info().handshake_hash == conn && !t.mux.is_closed())
+                .any(|t| t.mux.stream_info().handshake_hash == conn)
             {
                 return Ok(());
             }
@@ -590,6 +595,34 @@ mod tests {
             hex::encode(corestore_namespace()),
             "ac5c4cbfb1064776404637a280c71fac823281d351ebeced03151743270def29"
         );
+    }
+
+    /// Each connection the store replicated over is forgotten once it closes, even when no
+    /// core opens afterwards (a long-lived seeder or chat peer): the list stays as long as
+    /// the live connections, not as long as the process's history.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_connections_are_forgotten() {
+        use corenet_noise::{Config, KeyPair, SecretStream};
+        let store = Corestore::in_memory();
+        let _core = store.get("served").unwrap();
+        let mut ends = Vec::new();
+        for _ in 0..20 {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let client = tokio::spawn(async move {
+                SecretStream::new(a, true, &KeyPair::generate(), Config::default()).await
+            });
+            let server = SecretStream::new(b, false, &KeyPair::generate(), Config::default())
+                .await
+                .unwrap();
+            let client = client.await.unwrap().unwrap();
+            let mux = store.replicate_stream(client).unwrap();
+            mux.destroy();
+            let closed = tokio::time::timeout(std::time::Duration::from_secs(10), mux.closed());
+            let _ = closed.await.expect("the mux closes");
+            ends.push(server);
+        }
+        let tracked = store.inner.streams.lock().unwrap().len();
+        assert!(tracked <= 1, "{tracked} closed connections still tracked");
     }
 
     #[test]
