@@ -762,3 +762,36 @@ pub fn match_address(local: &[SocketAddrV4], remote: &[SocketAddrV4]) -> Option<
 
 /// Owner bookkeeping: which puncher a pool socket belongs to.
 pub type SocketOwners<K> = HashMap<u32, K>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_1025th_pool_socket_is_refused_until_one_is_released() {
+        let mut pool = SocketPool::default();
+        let ids: Vec<u32> = (0..MAX_POOL_SOCKETS)
+            .map(|_| pool.acquire().expect("under the cap"))
+            .collect();
+        assert_eq!(pool.open(), MAX_POOL_SOCKETS);
+        assert_eq!(pool.acquire(), None);
+        let mut opens = 0;
+        while let Some(op) = pool.poll_op() {
+            assert!(matches!(op, SocketOp::Open(_)));
+            opens += 1;
+        }
+        assert_eq!(opens, MAX_POOL_SOCKETS, "the refused socket was opened");
+        // A released socket is closed and frees a place; a detached one frees a place and
+        // is not closed (its connection keeps it).
+        pool.release(ids[0]);
+        assert_eq!(pool.poll_op(), Some(SocketOp::Close(ids[0])));
+        let again = pool.acquire().expect("a place was freed");
+        assert!(!ids.contains(&again), "an id was reused while open");
+        assert_eq!(pool.acquire(), None);
+        pool.detach(ids[1]);
+        assert_eq!(pool.poll_op(), Some(SocketOp::Open(again)));
+        assert_eq!(pool.poll_op(), None);
+        assert!(pool.acquire().is_some());
+        assert_eq!(pool.open(), MAX_POOL_SOCKETS);
+    }
+}

@@ -128,14 +128,18 @@ impl RelayCore {
             if p.sides[i].is_some() {
                 return PairOutcome::Refused("this side is already waiting");
             }
-            let other = p.sides[1 - i];
-            if self.links.len() >= MAX_LINKS || self.links_of(session) >= MAX_LINKS_PER_SESSION {
+            let Some(other) = p.sides[1 - i] else {
+                return PairOutcome::Refused("broken pairing");
+            };
+            // Both sessions count: the waiting one too, or a session could hold any number
+            // of links by always being the first half.
+            if self.links.len() >= MAX_LINKS
+                || self.links_of(session) >= MAX_LINKS_PER_SESSION
+                || self.links_of(other.session) >= MAX_LINKS_PER_SESSION
+            {
                 self.stats.refused += 1;
                 return PairOutcome::Refused("link limit");
             }
-            let Some(other) = other else {
-                return PairOutcome::Refused("broken pairing");
-            };
             self.pending.remove(&msg.token);
             self.stats.requested += 1;
             self.stats.matched += 1;
@@ -275,5 +279,128 @@ mod tests {
         c.expire(now + PENDING_TIMEOUT);
         assert_eq!(c.pending(), 0);
         assert_eq!(c.stats().cancelled, MAX_PENDING_PER_SESSION as u64 + 1);
+    }
+
+    /// Pairing token number `n`.
+    fn token(n: u32) -> [u8; 32] {
+        let mut t = [0; 32];
+        t[..4].copy_from_slice(&n.to_le_bytes());
+        t
+    }
+
+    fn half(init: bool, n: u32) -> Pair {
+        Pair {
+            is_initiator: init,
+            token: token(n),
+            id: n,
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn a_1025th_waiting_pairing_is_refused_across_sessions() {
+        let now = Instant::now();
+        let mut c = RelayCore::new();
+        let sessions = (MAX_PENDING / MAX_PENDING_PER_SESSION) as u64;
+        let mut n = 0;
+        for session in 0..sessions {
+            for _ in 0..MAX_PENDING_PER_SESSION {
+                assert_eq!(c.pair(now, session, &half(true, n)), PairOutcome::Waiting);
+                n += 1;
+            }
+        }
+        assert_eq!(c.pending(), MAX_PENDING);
+        // A fresh session, far under its own limit, meets the global one.
+        assert_eq!(
+            c.pair(now, sessions, &half(true, n)),
+            PairOutcome::Refused("pending limit")
+        );
+        assert_eq!(c.stats().refused, 1);
+        // Completing a waiting pairing is not a new wait, so it still works.
+        assert!(matches!(
+            c.pair(now, sessions, &half(false, 0)),
+            PairOutcome::Matched { .. }
+        ));
+        assert_eq!(c.pair(now, sessions, &half(true, n)), PairOutcome::Waiting);
+    }
+
+    #[test]
+    fn a_65th_link_of_a_session_is_refused_whichever_half_it_sends() {
+        let now = Instant::now();
+        let mut c = RelayCore::new();
+        let busy = 1;
+        let mut n = 0;
+        // 64 links: the busy session sends the first half of half of them (waiting at most
+        // 16 at a time), the second half of the others.
+        for round in 0..MAX_LINKS_PER_SESSION / 16 {
+            for k in 0..16 {
+                let partner = 100 + n as u64;
+                if round % 2 == 0 {
+                    assert_eq!(c.pair(now, busy, &half(true, n)), PairOutcome::Waiting);
+                    assert!(matches!(
+                        c.pair(now, partner, &half(false, n)),
+                        PairOutcome::Matched { .. }
+                    ));
+                } else {
+                    assert_eq!(c.pair(now, partner, &half(true, n)), PairOutcome::Waiting);
+                    assert!(
+                        matches!(
+                            c.pair(now, busy, &half(false, n)),
+                            PairOutcome::Matched { .. }
+                        ),
+                        "{k}"
+                    );
+                }
+                n += 1;
+            }
+        }
+        assert_eq!(c.links(), MAX_LINKS_PER_SESSION);
+        // The 65th: refused when the busy session completes it...
+        assert_eq!(c.pair(now, 900, &half(true, n)), PairOutcome::Waiting);
+        assert_eq!(
+            c.pair(now, busy, &half(false, n)),
+            PairOutcome::Refused("link limit")
+        );
+        // ... and when it waited first and another session completes it.
+        assert_eq!(c.pair(now, busy, &half(true, n + 1)), PairOutcome::Waiting);
+        assert_eq!(
+            c.pair(now, 901, &half(false, n + 1)),
+            PairOutcome::Refused("link limit")
+        );
+        assert_eq!(c.links(), MAX_LINKS_PER_SESSION);
+        // A link torn down makes room.
+        let gone = token(0);
+        assert!(c.unpair(busy, &gone));
+        c.link_closed(&gone);
+        assert!(matches!(
+            c.pair(now, busy, &half(false, n)),
+            PairOutcome::Matched { .. }
+        ));
+    }
+
+    #[test]
+    fn a_4097th_link_is_refused() {
+        let now = Instant::now();
+        let mut c = RelayCore::new();
+        let mut n = 0;
+        let pairs_of_sessions = (MAX_LINKS / MAX_LINKS_PER_SESSION) as u64;
+        for s in 0..pairs_of_sessions {
+            for _ in 0..MAX_LINKS_PER_SESSION {
+                assert_eq!(c.pair(now, 2 * s, &half(true, n)), PairOutcome::Waiting);
+                assert!(matches!(
+                    c.pair(now, 2 * s + 1, &half(false, n)),
+                    PairOutcome::Matched { .. }
+                ));
+                n += 1;
+            }
+        }
+        assert_eq!(c.links(), MAX_LINKS);
+        let fresh = 2 * pairs_of_sessions;
+        assert_eq!(c.pair(now, fresh, &half(true, n)), PairOutcome::Waiting);
+        assert_eq!(
+            c.pair(now, fresh + 1, &half(false, n)),
+            PairOutcome::Refused("link limit")
+        );
+        assert_eq!(c.links(), MAX_LINKS);
     }
 }
