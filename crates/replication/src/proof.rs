@@ -450,3 +450,76 @@ pub(crate) fn generate(
     }
     Ok(proof)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The walks are bounded by the tree's depth: every index a request names is checked
+    //! against the tree (and [`flat::MAX_INDEX`]) before a walk starts, so the step guard
+    //! ([`MAX_DEPTH_STEPS`], above any depth a flat index below 2^62 has) is never reached
+    //! from a request. These are the extreme requests a remote can send against a short tree.
+    use super::*;
+    use crate::messages::{RequestBlock, RequestSeek, RequestUpgrade};
+    use crate::Hypercore;
+    use corenet_noise::KeyPair;
+
+    #[test]
+    fn requests_at_the_index_limits_are_refused_before_any_walk() {
+        let core = Hypercore::in_memory(KeyPair::from_seed([7; 32])).unwrap();
+        core.append((0..10u8).map(|i| vec![i; 100]).collect::<Vec<_>>())
+            .unwrap();
+        let block = |index, nodes| Some(RequestBlock { index, nodes });
+        let far = flat::MAX_INDEX - 1;
+        let hostile = [
+            ProofRequest {
+                hash: block(far, 0),
+                ..ProofRequest::default()
+            },
+            ProofRequest {
+                hash: block(u64::MAX, u64::MAX),
+                ..ProofRequest::default()
+            },
+            ProofRequest {
+                block: block(5, u64::MAX),
+                ..ProofRequest::default()
+            },
+            ProofRequest {
+                block: block(5, 0),
+                seek: Some(RequestSeek {
+                    bytes: u64::MAX,
+                    padding: 0,
+                }),
+                ..ProofRequest::default()
+            },
+            ProofRequest {
+                block: block(5, 0),
+                seek: Some(RequestSeek {
+                    bytes: 0,
+                    padding: u64::MAX,
+                }),
+                ..ProofRequest::default()
+            },
+            ProofRequest {
+                block: block(5, 0),
+                upgrade: Some(RequestUpgrade {
+                    start: u64::MAX - 1,
+                    length: 2,
+                }),
+                ..ProofRequest::default()
+            },
+            ProofRequest {
+                block: block(5, 0),
+                upgrade: Some(RequestUpgrade {
+                    start: 0,
+                    length: crate::MAX_LENGTH,
+                }),
+                ..ProofRequest::default()
+            },
+        ];
+        for req in hostile {
+            match core.create_proof(&req) {
+                Err(e) => assert!(e.is_remote_fault(), "{req:?}: {e}"),
+                Ok(p) => panic!("{req:?} was answered: {p:?}"),
+            }
+        }
+    }
+}

@@ -475,3 +475,52 @@ async fn a_peer_flooding_requests_is_dropped() {
     .unwrap();
     assert_eq!(reason, Some(corenet_mux::CloseReason::Remote));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_invalid_requests_is_answered_then_dropped() {
+    use corenet_replication::messages::MSG_REQUEST;
+    use corenet_replication::messages::{Message, Request, RequestUpgrade, INVALID_REQUEST};
+    use corenet_replication::replicator::MAX_INVALID_REQUESTS;
+    use corenet_replication::{ProofRequest, RequestBlock};
+    let w = writer(10, 100);
+    let (a, b) = pair().await;
+    w.replicate(&a).unwrap();
+    let mut ch = open_by_hand(&b, w.discovery_key(), w.key().as_bytes()).await;
+    timeout(WAIT, ch.opened()).await.unwrap().unwrap();
+    // A block we have with an upgrade far beyond our 10 blocks: a remote fault each.
+    let sent = u64::from(MAX_INVALID_REQUESTS) + 16;
+    for id in 1..=sent {
+        let req = Request {
+            id,
+            priority: 0,
+            proof: ProofRequest {
+                block: Some(RequestBlock { index: 5, nodes: 0 }),
+                upgrade: Some(RequestUpgrade {
+                    start: 0,
+                    length: 1000,
+                }),
+                ..ProofRequest::default()
+            },
+        };
+        ch.send_encoded_now(MSG_REQUEST, &req).unwrap();
+    }
+    let answered = timeout(WAIT, async {
+        let mut answered = Vec::new();
+        while let Some(m) = ch.recv().await {
+            if let Ok(Some(Message::NoData(n))) = Message::decode(m.message_type, &m.payload) {
+                assert_eq!(n.reason, INVALID_REQUEST);
+                answered.push(n.request);
+            }
+        }
+        answered
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        answered,
+        (1..u64::from(MAX_INVALID_REQUESTS)).collect::<Vec<_>>(),
+        "the first {} are answered",
+        MAX_INVALID_REQUESTS - 1
+    );
+    assert_eq!(ch.close_reason(), Some(corenet_mux::CloseReason::Remote));
+}

@@ -69,6 +69,10 @@ pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 8 * 1024 * 1024;
 /// Default remote requests queued per peer before the peer counts as flooding.
 pub const DEFAULT_MAX_REMOTE_REQUESTS: usize = 2048;
+/// Invalid requests (remote faults such as an upgrade beyond our length) a peer may send: the
+/// first `MAX_INVALID_REQUESTS - 1` are answered `noData(INVALID_REQUEST)`, and the channel is
+/// closed at this one (JS `MAX_INVALID_REQUESTS`).
+pub const MAX_INVALID_REQUESTS: u32 = 64;
 
 /// Settings of a core's replicator. Every setter states its default.
 #[derive(Debug, Clone, Copy)]

@@ -25,8 +25,6 @@ const MAX_BATCH_MESSAGES: usize = 256;
 /// Payload bytes the reader takes from the inbox at once (the `data` messages of one
 /// batch are verified and committed together).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Invalid requests after which a peer's channel is closed (JS `MAX_INVALID_REQUESTS`).
-const MAX_INVALID_REQUESTS: u32 = 64;
 
 /// The remote's requests waiting for the uploader. Bounded: a peer that has more than
 /// [`super::ReplicatorConfig::with_max_remote_requests`] requests outstanding is flooding
@@ -394,7 +392,7 @@ async fn upload(core: Hypercore, sender: ChannelSender, uploads: Arc<Uploads>, p
             Err(e) if e.is_remote_fault() => {
                 invalid += 1;
                 debug!(peer = peer.0, error = %e, "invalid request");
-                if invalid >= MAX_INVALID_REQUESTS {
+                if invalid >= super::MAX_INVALID_REQUESTS {
                     debug!(
                         peer = peer.0,
                         "too many invalid requests: closing the channel"

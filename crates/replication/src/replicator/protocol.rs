@@ -36,6 +36,9 @@ pub(crate) const MAX_WANT_RANGE: u64 = 8 * 256 * 1024;
 pub(crate) const MAX_WANTS: usize = 512;
 /// Remote `want`s remembered per peer before treating the peer as wanting everything.
 pub(crate) const MAX_REMOTE_WANTS: usize = 512;
+/// Remote "any" `want`s remembered per peer before treating the peer as wanting everything
+/// (JS `MAX_ANY`).
+pub(crate) const MAX_REMOTE_ANY_WANTS: usize = 16;
 /// Blocks near the head that are always announced (JS `LAST_BLOCKS`).
 pub(crate) const LAST_BLOCKS: u64 = 256;
 /// `noData` replies of one kind after which a peer gets no more requests (JS `MAX_BACKOFFS`).
@@ -186,7 +189,7 @@ impl RemoteWants {
     /// Records a want; false when it is too large to honour (JS ignores those).
     fn add(&mut self, w: &Want) -> bool {
         if w.any {
-            if self.any.len() < 16 {
+            if self.any.len() < MAX_REMOTE_ANY_WANTS {
                 self.any.push((w.start, w.length));
             } else {
                 self.all = true;

@@ -717,3 +717,84 @@ fn the_request_limit_follows_the_block_size() {
     };
     assert_eq!(tight.limit(65536), 4, "the count cap wins");
 }
+
+/// A core of `LENGTH` blocks that holds only `HELD`, far from its head, and a peer: whether
+/// a new block there is announced to the peer tells whether the peer is taken to want it.
+mod remote_wants {
+    use super::*;
+
+    const LENGTH: u64 = 10_000_000;
+    const HELD: u64 = 5_000_000;
+
+    fn setup() -> (Fake, Protocol, PeerId) {
+        let mut local = Fake::empty();
+        local.length = LENGTH;
+        local.blocks.set(HELD, true);
+        let mut p = proto(4);
+        let id = p.add_peer(&local);
+        drain(&mut p);
+        (local, p, id)
+    }
+
+    fn announced(local: &Fake, p: &mut Protocol, id: PeerId) -> bool {
+        p.on_have(local, HELD, 1);
+        drain(p).contains(&Transmit {
+            peer: id,
+            message: Message::Range(Range {
+                drop: false,
+                start: HELD,
+                length: 1,
+            }),
+        })
+    }
+
+    /// Distinct valid wants, all past our length (so none covers `HELD`).
+    fn want(i: u64, any: bool) -> Want {
+        Want {
+            start: 2 * LENGTH + 10 * i,
+            length: 1,
+            any,
+        }
+    }
+
+    #[test]
+    fn the_want_after_max_remote_wants_makes_the_peer_want_everything() {
+        let (local, mut p, id) = setup();
+        for i in 0..MAX_REMOTE_WANTS as u64 {
+            p.on_want(&local, id, &want(i, false));
+        }
+        assert!(
+            !announced(&local, &mut p, id),
+            "{MAX_REMOTE_WANTS} wants are tracked one by one"
+        );
+        p.on_want(&local, id, &want(MAX_REMOTE_WANTS as u64, false));
+        assert!(announced(&local, &mut p, id), "one more: wants everything");
+    }
+
+    #[test]
+    fn the_any_want_after_max_remote_any_wants_makes_the_peer_want_everything() {
+        let (local, mut p, id) = setup();
+        for i in 0..MAX_REMOTE_ANY_WANTS as u64 {
+            p.on_want(&local, id, &want(i, true));
+        }
+        assert!(!announced(&local, &mut p, id));
+        p.on_want(&local, id, &want(MAX_REMOTE_ANY_WANTS as u64, true));
+        assert!(announced(&local, &mut p, id));
+    }
+
+    #[test]
+    fn a_want_longer_than_max_want_range_is_ignored() {
+        let (local, mut p, id) = setup();
+        let covering = |length| Want {
+            start: HELD - HELD % 32,
+            length,
+            any: false,
+        };
+        p.on_want(&local, id, &covering(2 * MAX_WANT_RANGE));
+        assert!(drain(&mut p).is_empty(), "no bitfield for it");
+        assert!(!announced(&local, &mut p, id), "and it is not remembered");
+        p.on_want(&local, id, &covering(MAX_WANT_RANGE));
+        assert!(!drain(&mut p).is_empty(), "at the limit it is answered");
+        assert!(announced(&local, &mut p, id), "and remembered");
+    }
+}
