@@ -33,7 +33,6 @@ use corenet::{
 };
 use corenet_tests::{natted_dht, JsPeer};
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
 use tokio::time::timeout;
 
 /// The bound of every single wait.
@@ -160,7 +159,7 @@ impl App {
 }
 
 /// The next peer event (topic events are skipped).
-async fn next_peer_event(events: &mut broadcast::Receiver<NetworkerEvent>) -> NetworkerEvent {
+async fn next_peer_event(events: &mut corenet::Events) -> NetworkerEvent {
     loop {
         let ev = timeout(WAIT, events.recv())
             .await
@@ -175,14 +174,14 @@ async fn next_peer_event(events: &mut broadcast::Receiver<NetworkerEvent>) -> Ne
     }
 }
 
-async fn expect_peer_add(events: &mut broadcast::Receiver<NetworkerEvent>) -> Peer {
+async fn expect_peer_add(events: &mut corenet::Events) -> Peer {
     match next_peer_event(events).await {
         NetworkerEvent::PeerAdd(p) => p,
         other => panic!("expected PeerAdd, got {other:?}"),
     }
 }
 
-async fn expect_peer_remove(events: &mut broadcast::Receiver<NetworkerEvent>) -> Peer {
+async fn expect_peer_remove(events: &mut corenet::Events) -> Peer {
     match next_peer_event(events).await {
         NetworkerEvent::PeerRemove(p) => p,
         other => panic!("expected PeerRemove, got {other:?}"),
@@ -190,19 +189,19 @@ async fn expect_peer_remove(events: &mut broadcast::Receiver<NetworkerEvent>) ->
 }
 
 /// No peer event for `QUIET`.
-async fn no_peer_event(events: &mut broadcast::Receiver<NetworkerEvent>) {
+async fn no_peer_event(events: &mut corenet::Events) {
     let deadline = tokio::time::Instant::now() + QUIET;
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Err(_) => return,
-            Ok(Ok(NetworkerEvent::PeerAdd(p))) => {
+            Ok(Some(NetworkerEvent::PeerAdd(p))) => {
                 panic!("unexpected PeerAdd {}", p.remote_public_key)
             }
-            Ok(Ok(NetworkerEvent::PeerRemove(p))) => {
+            Ok(Some(NetworkerEvent::PeerRemove(p))) => {
                 panic!("unexpected PeerRemove {}", p.remote_public_key)
             }
-            Ok(Err(e)) => panic!("networker events: {e}"),
-            Ok(Ok(_)) => {}
+            Ok(None) => panic!("networker events ended"),
+            Ok(Some(_)) => {}
         }
     }
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use corenet::extensions::{Binary, Extension, ExtensionOptions, RateLimit};
 use corenet::{Configure, Corestore, Hypercore, Networker, NetworkerEvent, Peer, Testnet};
 use corenet_replication::{CorestoreConfig, SyncPolicy};
-use tokio::sync::broadcast;
 
 use crate::CliError;
 
@@ -96,15 +95,13 @@ fn fill(core: &Hypercore, bytes: usize, seed: u64) -> Result<(), CliError> {
 }
 
 /// Waits for the next `PeerAdd`.
-async fn peer_added(events: &mut broadcast::Receiver<NetworkerEvent>) -> Result<Peer, CliError> {
+async fn peer_added(events: &mut corenet::Events) -> Result<Peer, CliError> {
     within("peer-add", async {
         loop {
             match events.recv().await {
-                Ok(NetworkerEvent::PeerAdd(p)) => return Ok(p),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(CliError::Runtime("the networker closed".into()))
-                }
+                Some(NetworkerEvent::PeerAdd(p)) => return Ok(p),
+                Some(_) => {}
+                None => return Err(CliError::Runtime("the networker closed".into())),
             }
         }
     })

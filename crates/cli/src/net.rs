@@ -11,7 +11,6 @@ use corenet::{
 };
 use corenet_replication::files::{self, FileProgress};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::broadcast;
 
 use crate::CliError;
 
@@ -44,18 +43,17 @@ async fn networker(
 }
 
 /// Prints `peer-add` / `peer-remove` lines; returns when the events end.
-fn print_peer_event(ev: Result<NetworkerEvent, broadcast::error::RecvError>) -> bool {
+fn print_peer_event(ev: Option<NetworkerEvent>) -> bool {
     match ev {
-        Ok(NetworkerEvent::PeerAdd(p)) => {
+        Some(NetworkerEvent::PeerAdd(p)) => {
             println!(
                 "peer-add {} {} {}",
                 p.remote_public_key, p.remote_address, p.path
             )
         }
-        Ok(NetworkerEvent::PeerRemove(p)) => println!("peer-remove {}", p.remote_public_key),
-        Ok(_) => {}
-        Err(broadcast::error::RecvError::Lagged(n)) => eprintln!("missed {n} peer events"),
-        Err(broadcast::error::RecvError::Closed) => return false,
+        Some(NetworkerEvent::PeerRemove(p)) => println!("peer-remove {}", p.remote_public_key),
+        Some(_) => {}
+        None => return false,
     }
     true
 }
@@ -137,7 +135,7 @@ pub(crate) async fn get(
     // Which peers serve us, and how they are reached, on stderr.
     let mut events = net.events();
     let peers = tokio::spawn(async move {
-        while let Ok(ev) = events.recv().await {
+        while let Some(ev) = events.recv().await {
             if let NetworkerEvent::PeerAdd(p) = ev {
                 eprintln!(
                     "peer-add {} {} {}",

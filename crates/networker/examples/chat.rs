@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             let mut greeted = 0;
             while greeted < 2 {
-                if let Ok(NetworkerEvent::PeerAdd(peer)) = events.recv().await {
+                if let Some(NetworkerEvent::PeerAdd(peer)) = events.recv().await {
                     let _ = ada_chat.send(
                         &format!("welcome, {}", &peer.remote_public_key.to_string()[..8]),
                         peer.extension_peer(),

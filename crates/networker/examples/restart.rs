@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
-    while let Ok(ev) = events.recv().await {
+    while let Some(ev) = events.recv().await {
         if let NetworkerEvent::PeerAdd(p) = ev {
             println!(
                 "reader connected to {} (the same key as before: {})",

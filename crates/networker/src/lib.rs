@@ -47,6 +47,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod events;
 pub mod persist;
 
 use std::net::SocketAddrV4;
@@ -58,7 +59,9 @@ use corenet_extensions::{Encoding, Extension, ExtensionOptions, Extensions};
 use corenet_mux::MuxHandle;
 use corenet_swarm::{JoinOptions, PeerDiscovery, Swarm};
 use dashmap::DashMap;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
+
+use events::EventBus;
 
 pub use corenet_codec::{DiscoveryKey, PublicKey, Topic};
 pub use corenet_dht::{NatStatus, NatType, PathKind, Testnet};
@@ -66,6 +69,7 @@ pub use corenet_extensions as extensions;
 pub use corenet_noise::KeyPair;
 pub use corenet_replication::{Corestore, Hypercore};
 pub use corenet_swarm::{Firewall, TopicStatus, Transport};
+pub use events::Events;
 
 use persist::{Persist, PersistError};
 
@@ -328,13 +332,12 @@ impl NetworkerBuilder {
             sb = sb.dht(d);
         }
         let swarm = sb.build().await?;
-        let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             swarm,
             store,
             extensions: Extensions::new(),
             peers: DashMap::new(),
-            events,
+            events: EventBus::default(),
             topics: DashMap::new(),
             persist,
             closed: AtomicBool::new(false),
@@ -366,7 +369,7 @@ struct Inner {
     store: Corestore,
     extensions: Extensions,
     peers: DashMap<PublicKey, Peer>,
-    events: broadcast::Sender<NetworkerEvent>,
+    events: EventBus,
     topics: DashMap<DiscoveryKey, TopicState>,
     persist: Option<Persist>,
     closed: AtomicBool,
@@ -481,7 +484,7 @@ impl Networker {
                     .insert(dk, TopicState { options, discovery });
             }
         }
-        let _ = self.inner.events.send(NetworkerEvent::Joined(dk));
+        self.inner.events.send(NetworkerEvent::Joined(dk));
         Ok(())
     }
 
@@ -492,7 +495,7 @@ impl Networker {
         }
         self.inner.swarm.flush().await?;
         self.settled().await;
-        let _ = self.inner.events.send(NetworkerEvent::Flushed(dk));
+        self.inner.events.send(NetworkerEvent::Flushed(dk));
         Ok(())
     }
 
@@ -560,8 +563,11 @@ impl Networker {
         self.inner.peers.iter().map(|p| p.clone()).collect()
     }
 
-    /// Peer-add / peer-remove and topic events.
-    pub fn events(&self) -> broadcast::Receiver<NetworkerEvent> {
+    /// Peer-add / peer-remove and topic events from now on, as a [`Stream`](futures::Stream)
+    /// that ends when the networker closes (after a [`NetworkerEvent::PeerRemove`] for every
+    /// peer still connected). Any number of subscribers; none misses an event because it
+    /// reads slowly, and none holds more than a bounded queue (see [`Events`]).
+    pub fn events(&self) -> Events {
         self.inner.events.subscribe()
     }
 
@@ -589,6 +595,15 @@ impl Networker {
         }
         self.inner.swarm.destroy().await;
         self.inner.topics.clear();
+        // Every peer still in the table is reported gone now (its connection's own task,
+        // later, finds nothing left to report), then the subscriptions end.
+        let keys: Vec<PublicKey> = self.inner.peers.iter().map(|p| *p.key()).collect();
+        for key in keys {
+            if let Some((_, old)) = self.inner.peers.remove(&key) {
+                self.inner.events.send(NetworkerEvent::PeerRemove(old));
+            }
+        }
+        self.inner.events.close();
         Ok(())
     }
 
@@ -642,6 +657,10 @@ impl Networker {
             connection_id: id,
             extension_peer: ext_peer,
         };
+        if self.inner.closed.load(Ordering::Acquire) {
+            mux.destroy();
+            return;
+        }
         peer_connected(&self.inner.peers, &self.inner.events, peer);
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -663,20 +682,16 @@ impl Networker {
 /// replaces is reported removed first. The table and the events change under the entry's
 /// lock, so whichever of this and the old connection's [`peer_disconnected`] runs first, the
 /// events are the same and in order.
-fn peer_connected(
-    peers: &DashMap<PublicKey, Peer>,
-    events: &broadcast::Sender<NetworkerEvent>,
-    peer: Peer,
-) {
+fn peer_connected(peers: &DashMap<PublicKey, Peer>, events: &EventBus, peer: Peer) {
     match peers.entry(peer.remote_public_key) {
         dashmap::Entry::Occupied(mut e) => {
             let old = e.insert(peer.clone());
-            let _ = events.send(NetworkerEvent::PeerRemove(old));
-            let _ = events.send(NetworkerEvent::PeerAdd(peer));
+            events.send(NetworkerEvent::PeerRemove(old));
+            events.send(NetworkerEvent::PeerAdd(peer));
         }
         dashmap::Entry::Vacant(e) => {
             e.insert(peer.clone());
-            let _ = events.send(NetworkerEvent::PeerAdd(peer));
+            events.send(NetworkerEvent::PeerAdd(peer));
         }
     }
 }
@@ -685,14 +700,14 @@ fn peer_connected(
 /// replaced connection was reported when it was replaced).
 fn peer_disconnected(
     peers: &DashMap<PublicKey, Peer>,
-    events: &broadcast::Sender<NetworkerEvent>,
+    events: &EventBus,
     key: &PublicKey,
     id: u64,
 ) {
     if let dashmap::Entry::Occupied(e) = peers.entry(*key) {
         if e.get().connection_id == id {
             let (_, old) = e.remove_entry();
-            let _ = events.send(NetworkerEvent::PeerRemove(old));
+            events.send(NetworkerEvent::PeerRemove(old));
         }
     }
 }
@@ -731,9 +746,9 @@ mod tests {
     }
 
     /// The events so far, as (add?, connection id).
-    fn drain(rx: &mut broadcast::Receiver<NetworkerEvent>) -> Vec<(bool, u64)> {
+    fn drain(rx: &mut Events) -> Vec<(bool, u64)> {
         let mut out = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
+        while let Some(ev) = rx.try_recv() {
             match ev {
                 NetworkerEvent::PeerAdd(p) => out.push((true, p.connection_id)),
                 NetworkerEvent::PeerRemove(p) => out.push((false, p.connection_id)),
@@ -754,7 +769,8 @@ mod tests {
         let other = KeyPair::generate().public_key();
         for close_first in [true, false] {
             let peers = DashMap::new();
-            let (events, mut rx) = broadcast::channel(16);
+            let events = EventBus::default();
+            let mut rx = events.subscribe();
             peer_connected(&peers, &events, peer(key, 1).await);
             peer_connected(&peers, &events, peer(other, 7).await);
             assert_eq!(drain(&mut rx), [(true, 1), (true, 7)]);
@@ -778,5 +794,94 @@ mod tests {
             assert_eq!(drain(&mut rx), [(false, 2)]);
             assert_eq!(peers.len(), 1);
         }
+    }
+
+    /// What a subscriber saw, checked against the once-per-peer contract as it goes: an add
+    /// only for a key it sees no live connection for, a remove only of the connection it
+    /// sees live.
+    fn follow(view: &mut std::collections::HashMap<PublicKey, u64>, rx: &mut Events) {
+        while let Some(ev) = rx.try_recv() {
+            match ev {
+                NetworkerEvent::PeerAdd(p) => {
+                    let old = view.insert(p.remote_public_key, p.connection_id);
+                    assert_eq!(old, None, "an add while {old:?} is live");
+                }
+                NetworkerEvent::PeerRemove(p) => {
+                    let live = view.remove(&p.remote_public_key);
+                    assert_eq!(
+                        live,
+                        Some(p.connection_id),
+                        "a remove of a connection not live"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// 20,000 connects, disconnects and replacements over 50 keys: a subscriber that reads
+    /// after every step and one that stops reading after the first 30 adds both see the
+    /// contract kept, end with the table's peers, and the slow one's queue never holds more
+    /// than one event per key and one per connection it had read (80 here).
+    #[tokio::test]
+    async fn a_slow_subscriber_misses_nothing_and_its_queue_stays_bounded() {
+        let template = peer(KeyPair::generate().public_key(), 0).await;
+        let keys: Vec<PublicKey> = (0..50).map(|_| KeyPair::generate().public_key()).collect();
+        let make = |key: PublicKey, id: u64| Peer {
+            remote_public_key: key,
+            connection_id: id,
+            ..template.clone()
+        };
+        let peers = DashMap::new();
+        let bus = EventBus::default();
+        let mut eager = bus.subscribe();
+        let mut slow = bus.subscribe();
+        let (mut eager_view, mut slow_view) = Default::default();
+        let mut next_id = 1u64;
+        for &key in &keys[..30] {
+            peer_connected(&peers, &bus, make(key, next_id));
+            next_id += 1;
+        }
+        follow(&mut slow_view, &mut slow);
+        assert_eq!(slow_view.len(), 30);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut most = 0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = keys[(x % 50) as usize];
+            let live = peers.get(&key).map(|p| p.connection_id);
+            match (live, x >> 60) {
+                (Some(id), 0..=9) => peer_disconnected(&peers, &bus, &key, id),
+                (Some(id), 10..=11) => {
+                    // A stale close of a connection already replaced changes nothing.
+                    peer_connected(&peers, &bus, make(key, next_id));
+                    peer_disconnected(&peers, &bus, &key, id);
+                    next_id += 1;
+                }
+                _ => {
+                    peer_connected(&peers, &bus, make(key, next_id));
+                    next_id += 1;
+                }
+            }
+            follow(&mut eager_view, &mut eager);
+            most = most.max(slow.queued());
+            assert!(
+                slow.queued() <= 80,
+                "the slow queue holds {}",
+                slow.queued()
+            );
+        }
+        follow(&mut slow_view, &mut slow);
+        let table: std::collections::HashMap<PublicKey, u64> =
+            peers.iter().map(|p| (*p.key(), p.connection_id)).collect();
+        assert_eq!(eager_view, table);
+        assert_eq!(slow_view, table);
+        assert!(most > 30, "the slow queue was never exercised ({most})");
+        // The bus closes: both streams end after what is queued.
+        bus.close();
+        assert!(eager.recv().await.is_none());
+        assert!(slow.recv().await.is_none());
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use corenet::extensions::ExtensionOptions;
 use corenet::{Configure, Corestore, Networker, NetworkerEvent, Testnet};
-use tokio::sync::broadcast;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -24,7 +23,7 @@ async fn networker(testnet: &Testnet, store: Corestore) -> Networker {
 }
 
 /// The next peer event (topic events are skipped).
-async fn next_peer_event(events: &mut broadcast::Receiver<NetworkerEvent>) -> NetworkerEvent {
+async fn next_peer_event(events: &mut corenet::Events) -> NetworkerEvent {
     loop {
         let ev = timeout(WAIT, events.recv())
             .await
@@ -40,18 +39,19 @@ async fn next_peer_event(events: &mut broadcast::Receiver<NetworkerEvent>) -> Ne
 }
 
 /// No further peer event within `d`.
-async fn no_peer_event(events: &mut broadcast::Receiver<NetworkerEvent>, d: Duration) {
+async fn no_peer_event(events: &mut corenet::Events, d: Duration) {
     let deadline = tokio::time::Instant::now() + d;
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Err(_) => return,
-            Ok(Ok(NetworkerEvent::PeerAdd(p))) => {
+            Ok(Some(NetworkerEvent::PeerAdd(p))) => {
                 panic!("unexpected PeerAdd {}", p.remote_public_key)
             }
-            Ok(Ok(NetworkerEvent::PeerRemove(p))) => {
+            Ok(Some(NetworkerEvent::PeerRemove(p))) => {
                 panic!("unexpected PeerRemove {}", p.remote_public_key)
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("networker events ended"),
         }
     }
 }
@@ -138,8 +138,22 @@ async fn two_peers_replicate_and_chat_over_one_connection() {
     assert_eq!(msg, "to all");
     no_peer_event(&mut events_a, Duration::from_millis(500)).await;
 
-    // B closes: A sees exactly one PeerRemove.
+    // B closes: B's own subscription reports A gone and then ends; A sees exactly one
+    // PeerRemove.
     b.close().await.unwrap();
+    let mut b_rest = Vec::new();
+    while let Some(ev) = timeout(WAIT, events_b.recv()).await.unwrap() {
+        if matches!(
+            ev,
+            NetworkerEvent::PeerAdd(_) | NetworkerEvent::PeerRemove(_)
+        ) {
+            b_rest.push(ev);
+        }
+    }
+    assert!(
+        matches!(&b_rest[..], [NetworkerEvent::PeerRemove(p)] if p.remote_public_key == a.public_key()),
+        "B's events after its close: {b_rest:?}"
+    );
     let NetworkerEvent::PeerRemove(gone) = next_peer_event(&mut events_a).await else {
         panic!("expected PeerRemove");
     };
