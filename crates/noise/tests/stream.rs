@@ -626,3 +626,35 @@ async fn a_stalled_handshake_times_out() {
     .await;
     assert!(waiting.is_err(), "without a limit the handshake waits");
 }
+
+#[tokio::test]
+async fn writes_wait_once_the_write_buffer_holds_its_limit() {
+    use corenet_noise::DEFAULT_WRITE_BUFFER;
+    use std::task::Poll;
+    // The far end never reads: the transport takes 4 KiB and then nothing.
+    let (a, b) = pair(Config::default(), Config::default(), 4096).await;
+    let (mut a, _b) = (a.unwrap(), b.unwrap());
+    let msg = [1u8; 1024];
+    // A 1,024 B message is a 3 B length, 1 B tag, the message and a 16 B MAC on the wire.
+    let framed = 3 + 1 + msg.len() + 16;
+    let mut sent = 0usize;
+    let waited = std::future::poll_fn(|cx| {
+        // Bounded: 4 MiB of messages at most.
+        for _ in 0..4096 {
+            match a.poll_send(cx, &msg) {
+                Poll::Ready(Ok(())) => sent += 1,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Ready(Ok(true)),
+            }
+        }
+        Poll::Ready(Ok(false))
+    })
+    .await
+    .unwrap();
+    assert!(waited, "a write waits for the transport");
+    let encrypted = sent * framed;
+    assert!(
+        (DEFAULT_WRITE_BUFFER..DEFAULT_WRITE_BUFFER + framed + 4096).contains(&encrypted),
+        "{encrypted} B encrypted before the first wait"
+    );
+}
