@@ -1,7 +1,8 @@
 //! `corenet`: the command line of the corenet stack.
 //!
 //! The plain-text output is a stable interface: one event per line, a lower-case keyword
-//! first, keys in lower-case hex. Diagnostics go to stderr. Exit codes: 0 success, 1 runtime
+//! first, keys in lower-case hex (keys are read in hex or z32, as JS apps print them).
+//! Diagnostics go to stderr. Exit codes: 0 success, 1 runtime
 //! failure (with a one-line `error: ...` on stderr), 2 usage error.
 
 mod dht;
@@ -66,14 +67,14 @@ enum Command {
     },
     /// Connect and pipe stdin/stdout over an encrypted stream.
     Connect {
-        /// The remote's public key (hex); with --tcp, the key the server must prove.
+        /// The remote's public key (hex or z32); with --tcp, the key the server must prove.
         #[arg(value_name = "PUBLIC-KEY")]
         public_key: Option<PublicKey>,
         /// Connect over TCP to this address.
         #[arg(long, value_name = "ADDR")]
         tcp: Option<String>,
         /// With --tcp: refuse the stream unless the server proves this key.
-        #[arg(long, value_name = "HEX")]
+        #[arg(long, value_name = "PUBLIC-KEY")]
         remote_key: Option<PublicKey>,
         /// Relay through this blind relay when no direct path or punch works (hyperdht
         /// `relayThrough`).
@@ -131,7 +132,8 @@ enum Command {
     /// (complete or not at all) and prints `done <bytes> <blocks> fetched <bytes>`. An
     /// interrupted download resumes where it stopped.
     Get {
-        /// The core's key, as printed by `share`.
+        /// The core's key, as printed by `share` (hex), or as JS apps print keys (z32,
+        /// also as a `pear://` link).
         key: PublicKey,
         /// Where to write the file.
         out: PathBuf,

@@ -39,10 +39,12 @@ fn share_and_get_a_file_over_the_swarm() {
     assert_eq!(std::fs::read(&out).unwrap(), content);
     sharer.line("peer-add ");
 
-    // The getter's store kept every block: a second get fetches nothing.
+    // The getter's store kept every block: a second get fetches nothing. It names the key
+    // as JS apps print it (z32).
     let out2 = dir.path().join("copy2.bin");
+    let z32 = corenet_codec::PublicKey::from_hex(&key).unwrap().to_z32();
     let mut args = net_args(&s2, &boot);
-    args.extend(["get", &key, out2.to_str().unwrap(), "--timeout", "60"]);
+    args.extend(["get", &z32, out2.to_str().unwrap(), "--timeout", "60"]);
     let mut again = Proc::spawn(&args);
     let done = again.line("done ");
     assert!(again.wait().success());

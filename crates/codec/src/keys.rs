@@ -1,4 +1,9 @@
-//! 32-byte key newtypes that print and parse as lower-case hex.
+//! 32-byte key newtypes that print as lower-case hex and parse from hex or z-base-32.
+//!
+//! JS apps print and share keys in z-base-32 (`hypercore-id-encoding`: 52 characters,
+//! optionally as a `pear://<key>` link); [`PublicKey::from_str`](std::str::FromStr) and the
+//! other key types take that and 64 hex characters alike, and [`PublicKey::to_z32`] writes
+//! it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,16 +12,82 @@ use bytes::BufMut;
 
 use crate::{hash, Decode, DecodeError, Decoder, Encode};
 
-/// Why a hex key could not be parsed.
+/// Why a key could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseKeyError {
-    /// The text is not 64 characters long.
-    #[error("expected 64 hex characters, got {0}")]
+    /// The text is neither 64 characters (hex) nor, where z-base-32 is accepted, 52.
+    #[error("expected 64 hex or 52 z-base-32 characters, got {0}")]
     Length(usize),
     /// The text has a character that is not a hex digit.
     #[error("not hexadecimal")]
     NotHex,
+    /// The text has a character outside the z-base-32 alphabet.
+    #[error("not z-base-32")]
+    NotZ32,
+}
+
+/// The z-base-32 alphabet (`z32`, as `hypercore-id-encoding` uses it).
+const Z32_ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
+/// Characters of a z-base-32 32-byte key: 256 bits in 5-bit groups, the last carrying one.
+pub const Z32_KEY_LEN: usize = 52;
+
+fn z32_value(c: u8) -> Option<u8> {
+    Z32_ALPHABET.iter().position(|&a| a == c).map(|i| i as u8)
+}
+
+fn encode_z32(bytes: &[u8; 32]) -> String {
+    let mut out = String::with_capacity(Z32_KEY_LEN);
+    let (mut acc, mut bits) = (0u16, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u16::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(Z32_ALPHABET[usize::from((acc >> bits) & 31)] as char);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(Z32_ALPHABET[usize::from((acc << (5 - bits)) & 31)] as char);
+    }
+    out
+}
+
+/// Decodes 52 z-base-32 characters, most significant bit first. The last character's four
+/// unused bits are ignored, as JS ignores them.
+fn parse_z32(s: &str) -> Result<[u8; 32], ParseKeyError> {
+    if s.len() != Z32_KEY_LEN {
+        return Err(ParseKeyError::Length(s.len()));
+    }
+    let mut out = [0u8; 32];
+    let (mut acc, mut bits, mut n) = (0u16, 0u32, 0usize);
+    for c in s.bytes() {
+        acc = (acc << 5) | u16::from(z32_value(c).ok_or(ParseKeyError::NotZ32)?);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            if n < 32 {
+                out[n] = (acc >> bits) as u8;
+                n += 1;
+            }
+        }
+        acc &= (1 << bits) - 1;
+    }
+    Ok(out)
+}
+
+/// A key as `hypercore-id-encoding` reads one: 52 z-base-32 characters, optionally as a
+/// `pear://<key>[/...]` link, or 64 hex characters.
+fn parse_key32(s: &str) -> Result<[u8; 32], ParseKeyError> {
+    let s = match s.strip_prefix("pear://") {
+        Some(rest) => rest.split('/').next().unwrap_or_default(),
+        None => s,
+    };
+    match s.len() {
+        Z32_KEY_LEN => parse_z32(s),
+        _ => parse_hex32(s),
+    }
 }
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], ParseKeyError> {
@@ -55,6 +126,14 @@ macro_rules! key_type {
             pub fn from_hex(s: &str) -> Result<Self, ParseKeyError> {
                 parse_hex32(s).map($name)
             }
+            /// z-base-32, 52 characters: how JS apps print keys (`hypercore-id-encoding`).
+            pub fn to_z32(&self) -> String {
+                encode_z32(&self.0)
+            }
+            /// Parses 52 z-base-32 characters.
+            pub fn from_z32(s: &str) -> Result<Self, ParseKeyError> {
+                parse_z32(s).map($name)
+            }
             /// Builds one from a slice that must be exactly 32 bytes long.
             pub fn from_slice(s: &[u8]) -> Option<Self> {
                 s.try_into().ok().map($name)
@@ -76,10 +155,12 @@ macro_rules! key_type {
             }
         }
 
+        /// 64 hex characters, or 52 z-base-32 ones (also as a `pear://` link), as
+        /// `hypercore-id-encoding` reads keys.
         impl FromStr for $name {
             type Err = ParseKeyError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::from_hex(s)
+                parse_key32(s).map($name)
             }
         }
 

@@ -73,7 +73,7 @@ pub mod wire;
 
 pub use decode::Decoder;
 pub use error::DecodeError;
-pub use keys::{DiscoveryKey, ParseKeyError, PublicKey, Topic};
+pub use keys::{DiscoveryKey, ParseKeyError, PublicKey, Topic, Z32_KEY_LEN};
 pub use wire::{
     decode_bytes, decode_exact, decode_prefix, to_bytes, to_vec, Decode, Encode, Flags,
 };

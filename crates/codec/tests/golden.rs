@@ -250,3 +250,33 @@ fn keyed_hash_with_long_key() {
     let _ = blake2b_256_keyed(&[7u8; 64], b"x");
     assert_eq!(blake2b_256_keyed(&[], b"hello"), blake2b_256(b"hello"));
 }
+
+/// z-base-32 keys as JS apps print and read them (`hypercore-id-encoding` 1.3.0, z32 1.1.0):
+/// `tests/vectors/z32-vectors.json`, written by `node tests/interop/z32-vectors.js`.
+#[test]
+fn z32_keys_match_hypercore_id_encoding() {
+    use corenet_codec::PublicKey;
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../../../tests/vectors/z32-vectors.json")).unwrap();
+    let mut n = 0;
+    for case in v["encode"].as_array().unwrap() {
+        let key = PublicKey(h32(case["key"].as_str().unwrap()));
+        let z32 = case["z32"].as_str().unwrap();
+        assert_eq!(key.to_z32(), z32);
+        assert_eq!(PublicKey::from_z32(z32).unwrap(), key);
+        assert_eq!(z32.parse::<PublicKey>().unwrap(), key);
+        n += 1;
+    }
+    for case in v["accept"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let key = PublicKey(h32(case["key"].as_str().unwrap()));
+        assert_eq!(text.parse::<PublicKey>().unwrap(), key, "{text}");
+        n += 1;
+    }
+    for text in v["reject"].as_array().unwrap() {
+        let text = text.as_str().unwrap();
+        assert!(text.parse::<PublicKey>().is_err(), "{text:?} parsed");
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} vectors");
+}

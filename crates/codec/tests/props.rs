@@ -213,6 +213,15 @@ proptest! {
     }
 
     #[test]
+    fn z32_and_hex_keys_round_trip(bytes in any::<[u8; 32]>()) {
+        let key = corenet_codec::PublicKey(bytes);
+        let z32 = key.to_z32();
+        prop_assert_eq!(z32.len(), corenet_codec::Z32_KEY_LEN);
+        prop_assert_eq!(z32.parse::<corenet_codec::PublicKey>().unwrap(), key);
+        prop_assert_eq!(key.to_hex().parse::<corenet_codec::PublicKey>().unwrap(), key);
+    }
+
+    #[test]
     fn int_round_trip(n in any::<i64>()) {
         let mut out = Vec::new();
         encode::int(&mut out, n);
