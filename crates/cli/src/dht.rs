@@ -93,24 +93,27 @@ pub(crate) async fn node(host: Ipv4Addr, bootstrap: Vec<SocketAddrV4>) -> Result
     Ok(dht)
 }
 
-pub(crate) async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, not when the
+/// future is first polled: call it before printing the line that tells a script the command
+/// is ready (`joined`, `announced`, `ready`...), so that a signal sent right after that line
+/// is handled instead of killing the process (the CLI soak saw it happen).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        signal(SignalKind::terminate())
+            .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+            .ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = handlers {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -131,11 +134,12 @@ pub(crate) async fn testnet(nodes: usize, host: Ipv4Addr, port: u16) -> Result<(
         Testnet::with_host(nodes, host, port).await
     }
     .map_err(CliError::runtime)?;
+    let stop = shutdown_signal();
     for b in &t.bootstrap {
         println!("bootstrap {b}");
     }
     println!("ready");
-    shutdown_signal().await;
+    stop.await;
     t.destroy().await;
     Ok(())
 }
@@ -151,8 +155,8 @@ pub(crate) async fn announce(
     dht.announce(topic.to_bytes(), &key_pair, Vec::new())
         .await
         .map_err(CliError::runtime)?;
-    println!("announced {topic} {}", key_pair.public_key());
     let stop = shutdown_signal();
+    println!("announced {topic} {}", key_pair.public_key());
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -334,8 +338,9 @@ pub(crate) async fn relay(
     let relay = RelayServer::start(dht.clone(), key_pair)
         .await
         .map_err(CliError::runtime)?;
+    let stop = shutdown_signal();
     println!("relay {}", relay.public_key());
-    shutdown_signal().await;
+    stop.await;
     let s = relay.stats();
     eprintln!(
         "relayed: {} sessions, {} pairings matched, {} cancelled",

@@ -550,7 +550,8 @@ pub(crate) async fn bench_clients(
             .await?
             .map_err(rt("download"))?;
     }
+    let stop = crate::dht::shutdown_signal();
     println!("ready");
-    crate::dht::shutdown_signal().await;
+    stop.await;
     Ok(())
 }

@@ -98,8 +98,8 @@ pub(crate) async fn share(
     )
     .await
     .map_err(CliError::runtime)?;
-    println!("announced {}", shared.core.discovery_key());
     let stop = crate::dht::shutdown_signal();
+    println!("announced {}", shared.core.discovery_key());
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -250,10 +250,10 @@ pub(crate) async fn chat(
     net.configure(DiscoveryKey(topic.0), Configure::default())
         .await
         .map_err(CliError::runtime)?;
+    let stop = crate::dht::shutdown_signal();
     println!("joined {topic}");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
-    let stop = crate::dht::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

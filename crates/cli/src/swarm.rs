@@ -33,8 +33,8 @@ pub(crate) async fn run(
         .await
         .map_err(CliError::runtime)?;
     discovery.flushed().await.map_err(CliError::runtime)?;
-    println!("joined {topic}");
     let stop = crate::dht::shutdown_signal();
+    println!("joined {topic}");
     tokio::pin!(stop);
     loop {
         tokio::select! {
