@@ -57,6 +57,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -280,6 +281,11 @@ struct Proc {
     stdin: Option<mpsc::SyncSender<String>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     status: Option<ExitStatus>,
+    /// Set by the stdout reader after it queued the last line.
+    stdout_closed: Arc<AtomicBool>,
+    /// The exit and the end of stdout were seen in one round: every line is handled by the
+    /// next (see [`Proc::finished`]).
+    ended_seen: bool,
 }
 
 /// stderr lines kept per process.
@@ -300,6 +306,8 @@ impl Proc {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
         let stdout = child.stdout.take().expect("stdout");
         let tx = events.clone();
+        let stdout_closed = Arc::new(AtomicBool::new(false));
+        let closed = stdout_closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -308,6 +316,7 @@ impl Proc {
                     break;
                 }
             }
+            closed.store(true, Ordering::Release);
         });
         let stderr = child.stderr.take().expect("stderr");
         let (tx, t) = (events.clone(), tail.clone());
@@ -354,6 +363,8 @@ impl Proc {
             stdin: Some(stx),
             tail,
             status: None,
+            stdout_closed,
+            ended_seen: false,
         }
     }
 
@@ -384,6 +395,21 @@ impl Proc {
             self.status = self.child.try_wait().expect("try_wait");
         }
         self.status
+    }
+
+    /// The exit status once the process has exited and its every stdout line has been
+    /// handled: the exit can be seen before the reader thread has queued the last lines, so
+    /// this answers one round (one [`Soak::pump`]) after both ends were seen.
+    fn finished(&mut self) -> Option<ExitStatus> {
+        let status = self.exited()?;
+        if !self.stdout_closed.load(Ordering::Acquire) {
+            return None;
+        }
+        if !self.ended_seen {
+            self.ended_seen = true;
+            return None;
+        }
+        Some(status)
     }
 
     fn tail(&self) -> String {
@@ -1148,12 +1174,15 @@ impl Soak {
                 kill_at,
                 done,
             } => {
-                if let Some(status) = proc.exited() {
+                if let Some(status) = proc.finished() {
                     self.finish_get(job, &proc, status, done.as_deref(), now);
                     self.get_slots[slot] = GetSlot::Idle {
                         until: now + self.rng.secs(0.2, 3.0),
                     };
-                } else if kill_at.is_some_and(|t| now >= t) && done.is_none() {
+                } else if kill_at.is_some_and(|t| now >= t)
+                    && done.is_none()
+                    && proc.exited().is_none()
+                {
                     proc.crash();
                     self.counts.gets_killed += 1;
                     let job = Download {
