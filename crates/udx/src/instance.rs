@@ -886,12 +886,9 @@ pub(crate) fn run_timers(st: &mut State, now: Instant) {
     }
 }
 
-/// Routes one datagram that arrived on socket `arrival`: to its stream (after the firewall
-/// when it arrived on a socket other than the stream's), forwarded for a relayed stream, or
-/// to the arrival socket's owner queue. `dgram` sits at `off` in the driver's receive
-/// buffer; a relayed packet is rewritten in place and queued on `relays`.
-/// Packets a relayed stream holds for a target that is not connected yet.
-pub(crate) const MAX_HELD_RELAY_PACKETS: usize = 32;
+/// Packets a relayed stream holds for a target that is not connected yet (libudx holds
+/// none); more are dropped, and the sender's retransmissions carry their data later.
+pub const MAX_HELD_RELAY_PACKETS: usize = 32;
 
 /// Stream `b` just connected: the packets the streams relaying to it held go out now.
 fn release_held(streams: &mut IdMap<Slot>, sockets: &Sockets, b: u32, relays: &mut Relays) {
@@ -918,6 +915,10 @@ fn release_held(streams: &mut IdMap<Slot>, sockets: &Sockets, b: u32, relays: &m
     }
 }
 
+/// Routes one datagram that arrived on socket `arrival`: to its stream (after the firewall
+/// when it arrived on a socket other than the stream's), forwarded for a relayed stream, or
+/// to the arrival socket's owner queue. `dgram` sits at `off` in the driver's receive
+/// buffer; a relayed packet is rewritten in place and queued on `relays`.
 pub(crate) fn dispatch(
     st: &mut State,
     now: Instant,

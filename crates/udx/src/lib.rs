@@ -154,6 +154,6 @@ pub mod wire;
 
 pub use config::{SocketConfig, StreamConfig};
 pub use error::{Error, IoError, ProtocolError};
-pub use instance::{Firewall, FirewallDecision, Udx, MAX_SOCKETS};
+pub use instance::{Firewall, FirewallDecision, Udx, MAX_HELD_RELAY_PACKETS, MAX_SOCKETS};
 pub use socket::{SocketId, SocketStats, UdxSocket};
 pub use stream::{StreamControl, UdxStream};

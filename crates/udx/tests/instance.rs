@@ -580,3 +580,52 @@ async fn a_relay_holds_early_packets_until_the_other_side_connects() {
         "the early bytes waited for a retransmission: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_relay_holds_at_most_max_held_relay_packets_for_an_unconnected_target() {
+    use corenet_udx::MAX_HELD_RELAY_PACKETS;
+    let a = UdxSocket::bind(lo()).await.unwrap();
+    let b = UdxSocket::bind(lo()).await.unwrap();
+    let relay = Udx::new();
+    let r1 = relay.bind(lo()).await.unwrap();
+    let r2 = relay.bind(lo()).await.unwrap();
+    // No MTU probes: only the messages below cross the relay.
+    let cfg = StreamConfig::default().with_mtu_probing(false);
+    let sa = a.create_stream(cfg.clone()).unwrap();
+    let sb = b.create_stream(cfg.clone()).unwrap();
+    let ra = relay.create_stream(cfg.clone()).unwrap();
+    let rb = relay.create_stream(cfg).unwrap();
+    ra.connect_on_first_packet(sa.id()).unwrap();
+    rb.connect_on_first_packet(sb.id()).unwrap();
+    ra.relay_to(&rb).unwrap();
+    rb.relay_to(&ra).unwrap();
+    sa.connect(ra.id(), r1.local_addr()).unwrap();
+    sb.connect(rb.id(), r2.local_addr()).unwrap();
+    // B sends while A's side of the relay is not connected: the relay holds some.
+    let sent = MAX_HELD_RELAY_PACKETS + 8;
+    for i in 0..sent {
+        sb.send_message(format!("held {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    eventually("the relay to see every message", || {
+        rb.stats().is_some_and(|s| s.packets_relayed >= sent as u64)
+    })
+    .await;
+    // A's first packet connects its side; the held packets go out, then a marker.
+    sa.send_message(b"hello").await.unwrap();
+    timeout(WAIT, ra.connected()).await.unwrap().unwrap();
+    sb.send_message(b"marker").await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..=sent {
+        let m = timeout(WAIT, sa.recv_message()).await.unwrap().unwrap();
+        if m == b"marker" {
+            break;
+        }
+        got.push(String::from_utf8(m).unwrap());
+    }
+    let first: Vec<String> = (0..MAX_HELD_RELAY_PACKETS)
+        .map(|i| format!("held {i}"))
+        .collect();
+    assert_eq!(got, first, "the first {MAX_HELD_RELAY_PACKETS} were held");
+}

@@ -42,7 +42,7 @@ const MTU_MIN_STEP: u16 = 16;
 /// Writes wait while this many bytes are queued but not yet sent, so that the application
 /// yields to the driver instead of filling the whole send buffer in one go (udx-native:
 /// `UDX_HIGH_WATERMARK`); they resume below half of it.
-const UNSENT_HIGH_WATER: u64 = 256 * 1024;
+pub(crate) const UNSENT_HIGH_WATER: u64 = 256 * 1024;
 /// Pacing bursts hold at least this much time at the pacing rate (timers tick in ms).
 const PACING_BURST_TIME: Duration = Duration::from_millis(2);
 /// ... and at least this many bytes.

@@ -234,6 +234,49 @@ fn zero_window_timeout_when_configured() {
     assert_eq!(p.b.close_result(), Some(&Err(Error::ConnectionReset)));
 }
 
+/// B advertises a 64 KiB window and never reads; A writes 8 MiB. Returns the bytes A took.
+fn write_into_a_zero_window(p: &mut Pair) -> usize {
+    let data = vec![3u8; 8 * MIB as usize];
+    let mut off = 0;
+    for _ in 0..400 {
+        off += p.a.write(p.now, &data[off..]).unwrap();
+        p.advance(Duration::from_millis(50));
+    }
+    off
+}
+
+#[test]
+fn a_zero_window_peer_pins_at_most_the_unsent_high_water() {
+    let cfg = StreamConfig::default().with_recv_window(64 * 1024);
+    let mut p = Pair::new(21, cfg);
+    let taken = write_into_a_zero_window(&mut p);
+    let in_b = p.b.readable_bytes();
+    assert!(in_b <= 64 * 1024 + super::WINDOW_SLACK, "{in_b}");
+    // What A holds for B: unsent bytes only (B acknowledged the rest). Writes stop at the
+    // unsent high-water mark, far below the 4 MiB send buffer.
+    let held = (taken - in_b) as u64;
+    assert_eq!(held, super::stream::UNSENT_HIGH_WATER, "A holds {held} B");
+    assert_eq!(p.a.write(p.now, b"more").unwrap(), 0, "writes wait");
+    // Without a zero-window timeout (the default) this lasts: still open a minute later.
+    p.advance(Duration::from_secs(60));
+    assert!(!p.a.is_closed());
+    assert_eq!(p.a.write(p.now, b"more").unwrap(), 0);
+}
+
+#[test]
+fn the_send_buffer_bounds_unacked_plus_unsent_bytes() {
+    // A send buffer below the unsent high-water mark is what stops the writes.
+    let send_buffer = 32 * 1024;
+    let cfg = StreamConfig::default()
+        .with_recv_window(64 * 1024)
+        .with_send_buffer(send_buffer);
+    let mut p = Pair::new(22, cfg);
+    let taken = write_into_a_zero_window(&mut p);
+    let held = taken - p.b.readable_bytes();
+    assert_eq!(held, send_buffer, "A holds {held} B");
+    assert_eq!(p.a.write(p.now, b"more").unwrap(), 0, "writes wait");
+}
+
 #[test]
 fn heartbeat_answered_with_ack_and_not_sequenced() {
     let mut p = Pair::new(9, StreamConfig::default());
