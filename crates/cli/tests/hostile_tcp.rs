@@ -126,3 +126,42 @@ fn an_oversized_handshake_frame_is_refused_from_its_length() {
     echo_once(&addr, Duration::from_secs(10));
     assert!(p.try_status().is_none(), "the listener exited");
 }
+
+/// Noise handshakes the listener runs at once (`MAX_CONCURRENT_HANDSHAKES`,
+/// `crates/cli/src/tcp.rs`).
+const MAX_CONCURRENT_HANDSHAKES: usize = 64;
+
+#[test]
+fn a_connection_beyond_the_handshake_cap_is_closed_at_once_while_the_others_wait() {
+    let (mut p, addr) = listener(1024);
+    // Silent connections fill every handshake slot (each waits for its 10 s deadline).
+    let mut silent: Vec<TcpStream> = (0..MAX_CONCURRENT_HANDSHAKES)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = closed_by_server(&mut extra);
+    let took = started.elapsed();
+    assert!(closed, "the connection beyond the cap was held");
+    assert!(took < Duration::from_secs(1), "closed only after {took:?}");
+    // The first ones are still open: a read finds no data and no end.
+    for (i, s) in silent.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("silent connection {i} was not left waiting: {other:?}"),
+        }
+    }
+    // Closing them frees their slots.
+    drop(silent);
+    echo_once(&addr, Duration::from_secs(10));
+    assert!(p.try_status().is_none(), "the listener exited");
+}
