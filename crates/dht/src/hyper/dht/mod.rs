@@ -17,11 +17,13 @@ pub use connect::{
     is_private, is_reserved, HOLEPUNCH_RETRIES, MAX_TRY_LATER, PASSIVE_CONNECT_TIMEOUT,
     PUNCH_TIMEOUT, UNKNOWN_REMOTE_WAIT,
 };
-pub use server::{MAX_SERVER_PUNCHES, PREPUNCH_TIMEOUT};
+pub use server::{MAX_SERVER_PUNCHES, MAX_WAITING_PUNCH_REQUESTS, PREPUNCH_TIMEOUT};
 mod ops;
 mod router;
 mod server;
 mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -83,8 +85,13 @@ pub const ANNOUNCER_ITERATIONS: u32 = 100;
 pub const ANNOUNCER_PING_INTERVAL: Duration = Duration::from_secs(3);
 /// Longest a client connect may take before it fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Handshakes a server keeps waiting for the application's firewall decision.
+/// Handshakes a server keeps waiting for the application's firewall decision; more are
+/// dropped before their Noise message is read (so a full table costs no Diffie-Hellman).
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Copies of one handshake (retransmissions, or the same message through other relays)
+/// kept waiting for its firewall decision, each answered once it is made; more are dropped.
+/// JS shares one promise among any number (`hyperdht/lib/server.js:499-502`).
+pub const MAX_HANDSHAKE_WAITERS: usize = 8;
 
 /// Identifies an operation (lookup, announce, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -22,10 +22,13 @@ use rand::RngCore;
 /// How long an accepted handshake waits for a path to open before it is aborted (JS
 /// `HANDSHAKE_INITIAL_TIMEOUT`).
 pub const PREPUNCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Holepunch slots a server node keeps at most; beyond, clients are told we cannot punch.
+/// Holepunch slots a server node offers at once: beyond, the handshake reply carries no
+/// holepunch information (clients are told we cannot punch). The handshake still gets a
+/// slot without a puncher, to time its path out ([`PREPUNCH_TIMEOUT`], then
+/// [`HANDSHAKE_CLEAR_WAIT`]), so the slot count is bounded by time, not by this number.
 pub const MAX_SERVER_PUNCHES: usize = 512;
-/// PEER_HOLEPUNCH requests one slot keeps waiting for its NAT analysis.
-const MAX_WAITING_PUNCH_REQUESTS: usize = 8;
+/// PEER_HOLEPUNCH requests one slot keeps waiting for its NAT analysis; more are dropped.
+pub const MAX_WAITING_PUNCH_REQUESTS: usize = 8;
 
 /// A PEER_HOLEPUNCH request waiting for the NAT analysis.
 #[derive(Debug)]
@@ -57,7 +60,7 @@ pub(super) struct ServerPunch {
     aborted: bool,
     /// The stream found its path (or the connection is done with the slot).
     settled: bool,
-    waiting: Vec<PunchRequest>,
+    pub(super) waiting: Vec<PunchRequest>,
 }
 
 fn is_consistent(fw: u64) -> bool {
@@ -137,7 +140,7 @@ impl HyperDht {
                     self.send_server_reply(&req, &msg, noise, socket);
                 }
                 SlotState::Pending { waiters, .. } => {
-                    if waiters.len() < 8 {
+                    if waiters.len() < MAX_HANDSHAKE_WAITERS {
                         waiters.push(Waiter { req, msg });
                     }
                 }
