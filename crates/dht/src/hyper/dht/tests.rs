@@ -2,7 +2,9 @@
 //! sans-IO core with hand-made PEER_HANDSHAKE and PEER_HOLEPUNCH requests.
 
 use super::*;
-use crate::hyper::messages::{mode, HandshakeMessage, HolepunchMessage, HolepunchPayload};
+use crate::hyper::messages::{
+    mode, HandshakeMessage, HolepunchInfo, HolepunchMessage, HolepunchPayload, RelayInfo,
+};
 use crate::hyper::nat::MIN_SAMPLES;
 use crate::hyper::payload::SecurePayload;
 use crate::rpc::message::{Message, Request};
@@ -354,5 +356,208 @@ fn a_9th_holepunch_request_waiting_for_the_nat_analysis_is_dropped() {
     assert_eq!(
         answered,
         (100..100 + MAX_WAITING_PUNCH_REQUESTS as u16).collect::<Vec<_>>()
+    );
+}
+
+const CLIENT_NODE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 49737);
+const SERVER_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 49737);
+
+/// A connecting node with no network around it: OPEN (reachable) or firewalled, and a
+/// request timeout per transmission.
+fn client_node(now: Instant, open: bool, request_timeout: Duration) -> HyperDht {
+    let rpc = if open {
+        rpc::Config::default()
+            .with_public_address(CLIENT_NODE)
+            .with_firewalled(false)
+            .with_ephemeral(Some(false))
+    } else {
+        rpc::Config::default()
+    };
+    let mut dht = HyperDht::new(
+        HyperConfig {
+            rpc: rpc.with_seed([6; 32]).with_request_timeout(request_timeout),
+            ..Default::default()
+        },
+        now,
+    );
+    while dht.poll_event().is_some() {}
+    while dht.poll_transmit().is_some() {}
+    assert_eq!(dht.node().remote_address().is_some(), open);
+    dht
+}
+
+/// Runs `dht` on its own timers until `limit`, handing every transmit to `answer` (which
+/// returns datagrams to deliver: socket, from, bytes), and returns when the connect
+/// failed, with the time and the error, plus every event.
+fn run_connect(
+    dht: &mut HyperDht,
+    start: Instant,
+    limit: Duration,
+    mut answer: impl FnMut(Instant, &Transmit) -> Vec<(SocketKind, SocketAddrV4, Bytes)>,
+) -> (Option<(Instant, ConnectError)>, Vec<HyperEvent>) {
+    let mut now = start;
+    let mut events = Vec::new();
+    for _ in 0..100_000 {
+        let mut inputs = Vec::new();
+        while let Some(t) = dht.poll_transmit() {
+            inputs.extend(answer(now, &t));
+        }
+        for (socket, from, bytes) in inputs {
+            dht.handle_datagram(now, socket, from, &bytes);
+        }
+        while let Some(e) = dht.poll_event() {
+            if let HyperEvent::ConnectFailed { error, .. } = &e {
+                let error = error.clone();
+                events.push(e);
+                return (Some((now, error)), events);
+            }
+            events.push(e);
+        }
+        if dht.poll_transmit().is_some() {
+            continue;
+        }
+        match dht.poll_timeout() {
+            Some(t) if t <= start + limit => {
+                now = t.max(now);
+                dht.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    (None, events)
+}
+
+#[test]
+fn a_connect_still_waiting_for_its_handshake_fails_at_20_s() {
+    let start = Instant::now();
+    // Each handshake send waits 10 s (4 sends: 40 s), so only the connect's own deadline
+    // can end it sooner.
+    let mut dht = client_node(start, false, Duration::from_secs(10));
+    let server = KeyPair::from_seed([0x66; 32]);
+    let opts = ConnectOptions {
+        relay_addresses: vec![RELAY],
+        ..Default::default()
+    };
+    dht.connect(
+        start,
+        &KeyPair::from_seed([0x67; 32]),
+        server.public_key(),
+        1,
+        opts,
+    );
+    let mut handshakes = 0;
+    let (failed, _) = run_connect(&mut dht, start, Duration::from_secs(60), |_, t| {
+        if let Ok(Message::Request(r)) = Message::decode(&t.bytes) {
+            handshakes += usize::from(!r.internal && r.command == command::PEER_HANDSHAKE);
+        }
+        Vec::new()
+    });
+    assert_eq!(
+        failed,
+        Some((start + CONNECT_TIMEOUT, ConnectError::Timeout))
+    );
+    // Sent at 0, 10 and 20 s; the fourth send (30 s) never goes.
+    assert_eq!(handshakes, 3);
+    assert_eq!(dht.connects_in_progress(), 0);
+}
+
+/// Plays the server behind [`RELAY`]: answers the client's PEER_HANDSHAKE with a relayed
+/// reply whose payload says `firewall` and offers a holepunch; returns the holepunch keys
+/// through `keys` once the handshake is done.
+fn relayed_server_reply(
+    server: &KeyPair,
+    t: &Transmit,
+    firewall_class: u64,
+    keys: &mut Option<SecurePayload>,
+) -> Vec<(SocketKind, SocketAddrV4, Bytes)> {
+    let Ok(Message::Request(r)) = Message::decode(&t.bytes) else {
+        return Vec::new();
+    };
+    if r.internal || r.command != command::PEER_HANDSHAKE || t.to != RELAY {
+        return Vec::new();
+    }
+    let (msg, _) = decode_prefix::<HandshakeMessage>(r.value.as_ref().unwrap()).unwrap();
+    let options = HandshakeOptions {
+        prologue: Namespaces::new().peer_handshake.to_vec(),
+        remote_public_key: None,
+        rng_seed: Some([0x68; 32]),
+    };
+    let mut hs = Handshake::new(Pattern::IK, false, server, options).unwrap();
+    hs.read_message(&msg.noise).unwrap();
+    let payload = NoisePayload {
+        firewall: firewall_class,
+        holepunch: Some(HolepunchInfo {
+            id: 0,
+            relays: vec![RelayInfo {
+                relay_address: RELAY,
+                peer_address: SERVER_ADDR,
+            }],
+        }),
+        addresses4: vec![SERVER_ADDR],
+        udx: Some(UdxInfo {
+            version: 1,
+            reusable_socket: false,
+            id: 5,
+            seq: 0,
+        }),
+        secret_stream: Some(1),
+        ..NoisePayload::default()
+    };
+    let noise = Bytes::from(hs.write_message(&to_bytes(&payload)).unwrap());
+    let result = hs.finish().unwrap();
+    let secret = crate::hyper::crypto::holepunch_secret(&result.hash, &Namespaces::new());
+    *keys = Some(SecurePayload::new(secret, [0x69; 32]));
+    let reply = HandshakeMessage {
+        mode: mode::REPLY,
+        noise,
+        peer_address: Some(SERVER_ADDR),
+        relay_address: None,
+    };
+    let res = crate::rpc::message::Response {
+        tid: r.tid,
+        to: r.to,
+        value: Some(to_bytes(&reply)),
+        ..Default::default()
+    };
+    vec![(t.socket, RELAY, res.to_bytes())]
+}
+
+#[test]
+fn an_open_client_whose_server_never_connects_back_fails_at_10_s() {
+    let start = Instant::now();
+    let mut dht = client_node(start, true, Duration::from_secs(1));
+    let server = KeyPair::from_seed([0x66; 32]);
+    let opts = ConnectOptions {
+        relay_addresses: vec![RELAY],
+        lan: false,
+        ..Default::default()
+    };
+    dht.connect(
+        start,
+        &KeyPair::from_seed([0x67; 32]),
+        server.public_key(),
+        1,
+        opts,
+    );
+    let mut keys = None;
+    let (failed, events) = run_connect(&mut dht, start, Duration::from_secs(60), |_, t| {
+        relayed_server_reply(&server, t, firewall::CONSISTENT, &mut keys)
+    });
+    let handshaked = events
+        .iter()
+        .any(|e| matches!(e, HyperEvent::Handshaked { .. }));
+    assert!(handshaked, "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, HyperEvent::ConnectPath { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        failed,
+        Some((
+            start + PASSIVE_CONNECT_TIMEOUT,
+            ConnectError::HolepunchAborted
+        ))
     );
 }
