@@ -561,3 +561,150 @@ fn an_open_client_whose_server_never_connects_back_fails_at_10_s() {
         ))
     );
 }
+
+/// A firewalled client with 5 table nodes that answer its NAT PINGs from one public
+/// address (a CONSISTENT NAT), connecting through [`RELAY`] to a server played by hand:
+/// the handshake is answered as [`relayed_server_reply`] does, a probe round (a
+/// PEER_HOLEPUNCH whose payload is not punching) with the server's CONSISTENT addresses,
+/// and a punch round as `punch` says (`None`: never answered). Returns how the connect
+/// ended, when the handshake finished, and the punch rounds' times.
+fn relayed_punch(
+    request_timeout: Duration,
+    relay_through: bool,
+    mut punch: impl FnMut(&HolepunchPayload) -> Option<HolepunchPayload>,
+) -> (Option<(Instant, ConnectError)>, Instant, Vec<Instant>) {
+    let start = Instant::now();
+    let mut dht = client_node(start, false, request_timeout);
+    for i in 0..5 {
+        dht.node_mut()
+            .add_node(SocketAddrV4::new(Ipv4Addr::new(10, 60, 0, 1 + i), 49737));
+    }
+    let server = KeyPair::from_seed([0x66; 32]);
+    let opts = ConnectOptions {
+        relay_addresses: vec![RELAY],
+        lan: false,
+        fast_open: false,
+        relay_through: relay_through.then(|| KeyPair::from_seed([0x6a; 32]).public_key()),
+        ..Default::default()
+    };
+    dht.connect(
+        start,
+        &KeyPair::from_seed([0x67; 32]),
+        server.public_key(),
+        1,
+        opts,
+    );
+    let mut keys = None;
+    let mut handshaked = None;
+    let mut rounds = Vec::new();
+    let (failed, events) = run_connect(&mut dht, start, Duration::from_secs(300), |now, t| {
+        let Ok(Message::Request(r)) = Message::decode(&t.bytes) else {
+            return Vec::new();
+        };
+        if r.internal && r.command == crate::rpc::message::internal::PING {
+            if !matches!(t.socket, SocketKind::Pool(_)) {
+                return Vec::new();
+            }
+            let res = crate::rpc::message::Response {
+                tid: r.tid,
+                to: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 4000),
+                id: Some(crate::rpc::NodeId::from_addr(&t.to)),
+                ..Default::default()
+            };
+            return vec![(t.socket, t.to, res.to_bytes())];
+        }
+        if r.internal || t.to != RELAY {
+            return Vec::new();
+        }
+        if r.command == command::PEER_HANDSHAKE {
+            handshaked.get_or_insert(now);
+            return relayed_server_reply(&server, t, firewall::CONSISTENT, &mut keys);
+        }
+        if r.command != command::PEER_HOLEPUNCH {
+            return Vec::new();
+        }
+        let secure = keys.as_ref().expect("a holepunch after the handshake");
+        let (msg, _) = decode_prefix::<HolepunchMessage>(r.value.as_ref().unwrap()).unwrap();
+        let theirs = secure
+            .open(&msg.payload)
+            .expect("the client's payload opens");
+        let ours = if theirs.punching {
+            rounds.push(now);
+            match punch(&theirs) {
+                Some(p) => p,
+                None => return Vec::new(),
+            }
+        } else {
+            HolepunchPayload {
+                firewall: firewall::CONSISTENT,
+                round: theirs.round,
+                addresses: Some(vec![SERVER_ADDR]),
+                remote_address: None,
+                token: Some(secure.token(CLIENT_NODE.ip())),
+                remote_token: theirs.token,
+                ..Default::default()
+            }
+        };
+        let reply = HolepunchMessage {
+            mode: mode::REPLY,
+            id: msg.id,
+            payload: secure.seal(&ours, [rounds.len() as u8; 24]),
+            peer_address: Some(SERVER_ADDR),
+        };
+        let res = crate::rpc::message::Response {
+            tid: r.tid,
+            to: r.to,
+            value: Some(to_bytes(&reply)),
+            ..Default::default()
+        };
+        vec![(t.socket, RELAY, res.to_bytes())]
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, HyperEvent::Handshaked { .. })),
+        "{events:?}"
+    );
+    (failed, handshaked.unwrap(), rounds)
+}
+
+#[test]
+fn a_5th_try_later_fails_the_connect() {
+    let (failed, _, rounds) = relayed_punch(Duration::from_secs(1), true, |theirs| {
+        Some(HolepunchPayload {
+            error: payload_error::TRY_LATER,
+            firewall: firewall::RANDOM,
+            round: theirs.round,
+            punching: false,
+            remote_token: theirs.token,
+            ..Default::default()
+        })
+    });
+    // One punch round, then one after each of 4 waits of 10-20 s; the 5th TRY_LATER ends it.
+    assert_eq!(rounds.len(), MAX_TRY_LATER as usize + 1, "{rounds:?}");
+    for w in rounds.windows(2) {
+        let wait = w[1] - w[0];
+        assert!(
+            (Duration::from_secs(10)..=Duration::from_secs(20)).contains(&wait),
+            "{wait:?}"
+        );
+    }
+    let (at, error) = failed.expect("the connect failed");
+    assert_eq!(error, ConnectError::HolepunchAborted);
+    assert_eq!(at, *rounds.last().unwrap());
+}
+
+#[test]
+fn a_punch_round_never_answered_fails_the_connect_90_s_after_the_handshake() {
+    // Each PEER_HOLEPUNCH send waits 20 s (6 sends: 120 s): only the connect's path
+    // deadline ends it sooner.
+    let (failed, handshaked, rounds) = relayed_punch(Duration::from_secs(20), false, |_| None);
+    // One punch-round request, retransmitted every 20 s.
+    assert!(!rounds.is_empty());
+    for w in rounds.windows(2) {
+        assert_eq!(w[1] - w[0], Duration::from_secs(20));
+    }
+    let (at, error) = failed.expect("the connect failed");
+    assert_eq!(error, ConnectError::Timeout);
+    assert_eq!(at, handshaked + PUNCH_TIMEOUT);
+}
