@@ -76,8 +76,10 @@ pub type Firewall = Arc<dyn Fn(PublicKey, SocketAddrV4) -> FirewallFuture + Send
 
 /// The keepalive interval of DHT connections (hyperdht's `connectionKeepAlive`).
 pub const CONNECTION_KEEPALIVE: Duration = Duration::from_secs(5);
-/// How long an accepted connection waits for the client's first packet.
-pub const FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(10);
+/// Results buffered per lookup (and announce-and-lookup) stream by default.
+pub const RESULTS_BUFFER: usize = 256;
+/// Holders of a server's record buffered per find-peer stream.
+pub const FIND_PEER_BUFFER: usize = 64;
 
 /// Settings of a [`Dht`] node. Every setter states its default.
 #[derive(Debug, Clone)]
@@ -103,7 +105,7 @@ impl Default for DhtConfig {
             ephemeral: None,
             firewalled: true,
             public_address: None,
-            results_buffer: 256,
+            results_buffer: RESULTS_BUFFER,
             quick_firewall: true,
             lan: true,
             answer_ping_nat: true,
@@ -165,7 +167,10 @@ impl DhtConfig {
         self.answer_ping_nat = on;
         self
     }
-    /// Results buffered per streaming operation before the oldest is dropped. Default: 256.
+    /// Results (one per answering node) buffered per lookup and announce-and-lookup stream;
+    /// while the buffer is full, newer results are dropped, so a reader that falls behind
+    /// loses results and never stalls the DHT. Default: [`RESULTS_BUFFER`] (256).
+    /// Find-peer streams buffer [`FIND_PEER_BUFFER`].
     pub fn with_results_buffer(mut self, n: usize) -> Self {
         self.results_buffer = n.max(1);
         self

@@ -97,6 +97,8 @@ pub struct DhtActor {
     this: Option<Dht>,
     /// [`DhtConfig::with_lan`].
     lan: bool,
+    /// [`DhtConfig::with_results_buffer`]: the capacity of each lookup's result channel.
+    results_buffer: usize,
 }
 
 /// A listening server's plumbing in the actor.
@@ -226,6 +228,7 @@ impl DhtActor {
             notes_rx: Some(notes_rx),
             this: None,
             lan: config.lan,
+            results_buffer: config.results_buffer,
         })
     }
 
@@ -1125,7 +1128,7 @@ pub struct Lookup {
 impl Handler<Lookup> for DhtActor {
     type Result = MessageResult<Lookup>;
     fn handle(&mut self, msg: Lookup, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(self.results_buffer);
         let (dtx, drx) = oneshot::channel();
         let op = self.core.lookup(Instant::now(), msg.topic);
         self.sinks.insert(op, Sink::Lookup(tx, Some(dtx)));
@@ -1147,7 +1150,7 @@ pub struct FindPeer {
 impl Handler<FindPeer> for DhtActor {
     type Result = MessageResult<FindPeer>;
     fn handle(&mut self, msg: FindPeer, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(FIND_PEER_BUFFER);
         let (dtx, drx) = oneshot::channel();
         let op = self.core.find_peer(Instant::now(), &msg.public_key);
         self.sinks.insert(op, Sink::FindPeer(tx, Some(dtx)));
@@ -1203,7 +1206,7 @@ pub struct AnnounceAndLookup {
 impl Handler<AnnounceAndLookup> for DhtActor {
     type Result = MessageResult<AnnounceAndLookup>;
     fn handle(&mut self, msg: AnnounceAndLookup, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(self.results_buffer);
         let (dtx, drx) = oneshot::channel();
         let bump = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
