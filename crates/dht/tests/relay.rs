@@ -193,3 +193,43 @@ async fn a_relay_that_never_pairs_fails_with_relay_aborted_and_leaves_nothing() 
     }
     testnet.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_beyond_the_relay_cap_is_refused_and_the_first_stays() {
+    let testnet = Testnet::new(3, 0).await.unwrap();
+    let relay_dht = open_node(testnet.bootstrap.clone()).await;
+    let relay_kp = KeyPair::from_seed([0xb0; 32]);
+    let relay = RelayServer::start_with_max_sessions(relay_dht, relay_kp.clone(), 1)
+        .await
+        .unwrap();
+    let client_dht = open_node(testnet.bootstrap.clone()).await;
+    let mut held = Vec::new();
+    for seed in [0xb1, 0xb2] {
+        let c = tokio::time::timeout(
+            WAIT,
+            client_dht.connect(
+                &KeyPair::from_seed([seed; 32]),
+                relay_kp.public_key(),
+                vec![],
+            ),
+        )
+        .await
+        .expect("the connect ends")
+        .expect("the relay's DHT server accepts the connection");
+        held.push(c);
+        // One at a time, so the first is a session before the second arrives.
+        let deadline = Instant::now() + WAIT;
+        while relay.stats().sessions_accepted + relay.stats().sessions_refused < held.len() as u64 {
+            assert!(Instant::now() < deadline, "{:?}", relay.stats());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let s = relay.stats();
+    assert_eq!(
+        (s.sessions_accepted, s.sessions_refused, s.sessions_active),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    relay.close().await;
+    testnet.destroy().await;
+}

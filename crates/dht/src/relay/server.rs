@@ -53,6 +53,8 @@ struct Shared {
     senders: HashMap<SessionId, ChannelSender>,
     links: HashMap<[u8; 32], Link>,
     next_session: SessionId,
+    /// Sessions served at once ([`MAX_SESSIONS`] unless started with another cap).
+    max_sessions: usize,
     accepted: u64,
     refused: u64,
 }
@@ -96,8 +98,22 @@ impl RelayServer {
     /// Listens on `dht` as `key_pair` and relays for whoever pairs through it. Peers name
     /// it by its public key (hyperdht's `relayThrough`).
     pub async fn start(dht: Dht, key_pair: KeyPair) -> Result<RelayServer, Error> {
+        Self::start_with_max_sessions(dht, key_pair, MAX_SESSIONS).await
+    }
+
+    /// [`RelayServer::start`] serving at most `max_sessions` peers at once (default
+    /// [`MAX_SESSIONS`]); a peer beyond is disconnected on arrival and counted in
+    /// [`RelayStats::sessions_refused`].
+    pub async fn start_with_max_sessions(
+        dht: Dht,
+        key_pair: KeyPair,
+        max_sessions: usize,
+    ) -> Result<RelayServer, Error> {
         let mut server = dht.listen(&key_pair, None).await?;
-        let shared: SharedRef = Arc::new(Mutex::new(Shared::default()));
+        let shared: SharedRef = Arc::new(Mutex::new(Shared {
+            max_sessions,
+            ..Shared::default()
+        }));
         let (stop, mut stopped) = oneshot::channel::<()>();
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -164,7 +180,7 @@ fn accept(dht: &Dht, shared: &SharedRef, conn: Connection) {
     let remote = conn.stream.remote_public_key();
     let session = {
         let mut sh = lock(shared);
-        if sh.senders.len() >= MAX_SESSIONS {
+        if sh.senders.len() >= sh.max_sessions {
             sh.refused += 1;
             tracing::debug!(%remote, "relay: too many sessions");
             conn.stream.get_ref().destroy();
