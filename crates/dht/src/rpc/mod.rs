@@ -16,6 +16,7 @@ pub mod message;
 pub mod nat;
 mod node;
 pub mod query;
+mod ratelimit;
 pub mod table;
 pub mod tokens;
 
@@ -28,6 +29,10 @@ pub use id::NodeId;
 pub use message::{Message, Request, Response};
 pub use node::Node;
 pub use query::QuerySpec;
+pub use ratelimit::{
+    RateLimits, DEFAULT_GLOBAL_BURST, DEFAULT_GLOBAL_RATE, DEFAULT_PER_SOURCE_BURST,
+    DEFAULT_PER_SOURCE_RATE, MAX_TRACKED_SOURCES,
+};
 
 /// k, the bucket size and the number of closest replies a query keeps.
 pub const K: usize = 20;
@@ -311,6 +316,8 @@ pub struct Config {
     pub(crate) quick_firewall: bool,
     /// Answer other nodes' PING_NAT (their reachability checks).
     pub(crate) answer_ping_nat: bool,
+    /// Budgets for incoming requests.
+    pub(crate) rate_limits: RateLimits,
 }
 
 impl Default for Config {
@@ -328,6 +335,7 @@ impl Default for Config {
             seed: [0; 32],
             quick_firewall: true,
             answer_ping_nat: true,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -390,6 +398,14 @@ impl Config {
     /// network uses it to stand for a network of NATs, which loopback cannot show).
     pub fn with_answer_ping_nat(mut self, on: bool) -> Self {
         self.answer_ping_nat = on;
+        self
+    }
+    /// Budgets for incoming requests, per source host and for the node (see
+    /// [`RateLimits`]). Default: [`RateLimits::default`] (2,000/s per host with bursts of
+    /// 10,000; 20,000/s in all with bursts of 40,000); dht-rpc has none
+    /// ([`RateLimits::unlimited`]).
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.rate_limits = limits;
         self
     }
     /// Run the quick reachability test during bootstrap. Default: true.

@@ -14,6 +14,7 @@ use super::id::NodeId;
 use super::message::{errors, internal, Message, Request, Response};
 use super::nat::NatSampler;
 use super::query::{Query, QuerySpec, Visit};
+use super::ratelimit::Limiter;
 use super::table::{AddResult, Entry, Table};
 use super::tokens::Tokens;
 use super::{
@@ -118,6 +119,9 @@ pub struct Stats {
     pub incoming: u64,
     /// Datagrams dropped as malformed or unmatched.
     pub dropped: u64,
+    /// Requests dropped unanswered because their source or the node was over its budget
+    /// ([`super::RateLimits`]).
+    pub rate_limited: u64,
 }
 
 /// The dht-rpc state machine; see the [module docs](super).
@@ -151,6 +155,7 @@ pub struct Node {
     rng: ChaChaRng,
     table: Table,
     tokens: Tokens,
+    limiter: Limiter,
     nat: NatSampler,
     /// Addresses of id-less responders we took a NAT sample from.
     bootstrap_sampled: Vec<SocketAddrV4>,
@@ -219,6 +224,7 @@ impl Node {
         let mut node = Node {
             table: Table::new(table_id, config.k),
             tokens: Tokens::new(secrets),
+            limiter: Limiter::new(config.rate_limits, now),
             congestion: CongestionWindow::new(config.max_window),
             config,
             rng,
@@ -783,6 +789,10 @@ impl Node {
         req: Request,
     ) {
         self.stats.incoming += 1;
+        if !self.limiter.allow(*from.ip(), now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
         let from_id = Self::validate_id(&from, req.id);
         if let Some(token) = &req.token {
             if !self.tokens.verify(from.ip(), token) {
@@ -1198,6 +1208,7 @@ impl Node {
         }
         self.last_tick_at = now;
         self.next_tick = now + TICK_INTERVAL;
+        self.limiter.prune(now);
         if !self.bootstrapped {
             return;
         }
@@ -1656,14 +1667,25 @@ mod tests {
 
     const OWN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 49737);
 
-    /// A persistent, reachable node with an empty network: bootstrapped at once.
+    /// A persistent, reachable node with an empty network: bootstrapped at once. Its request
+    /// budgets are off ([`RateLimits::unlimited`]), so that the other bounds can be reached
+    /// by floods; [`limited_node`] keeps the defaults.
     fn node(now: Instant) -> Node {
+        node_with(now, super::super::RateLimits::unlimited())
+    }
+
+    fn limited_node(now: Instant) -> Node {
+        node_with(now, super::super::RateLimits::default())
+    }
+
+    fn node_with(now: Instant, limits: super::super::RateLimits) -> Node {
         let mut n = Node::new(
             Config::default()
                 .with_public_address(OWN)
                 .with_firewalled(false)
                 .with_ephemeral(Some(false))
-                .with_seed([7; 32]),
+                .with_seed([7; 32])
+                .with_rate_limits(limits),
             now,
         );
         assert!(n.is_bootstrapped() && n.is_persistent());
@@ -1706,6 +1728,78 @@ mod tests {
 
     fn delayed_ping(ms: u32) -> Option<Vec<u8>> {
         Some(ms.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_source_over_its_budget_is_not_answered_and_others_are() {
+        use super::super::{DEFAULT_PER_SOURCE_BURST, DEFAULT_PER_SOURCE_RATE};
+        let now = Instant::now();
+        let mut n = limited_node(now);
+        let flooder = peer(1);
+        let burst = DEFAULT_PER_SOURCE_BURST as usize;
+        for i in 0..burst + 500 {
+            send(
+                &mut n,
+                now,
+                flooder,
+                &request(i as u16, true, internal::PING, None),
+            );
+            while n.poll_transmit().is_some() {}
+        }
+        assert_eq!(n.stats().rate_limited, 500);
+        // Another host is answered at once; the flooder again once its bucket refilled.
+        send(
+            &mut n,
+            now,
+            peer(2),
+            &request(1, true, internal::PING, None),
+        );
+        assert_eq!(drain(&mut n).len(), 1);
+        send(
+            &mut n,
+            now,
+            flooder,
+            &request(2, true, internal::PING, None),
+        );
+        assert!(drain(&mut n).is_empty());
+        let later = now + Duration::from_millis(10);
+        let refilled = DEFAULT_PER_SOURCE_RATE as usize / 100;
+        let answered = (0..refilled + 10)
+            .filter(|&i| {
+                send(
+                    &mut n,
+                    later,
+                    flooder,
+                    &request(i as u16, true, internal::PING, None),
+                );
+                !drain(&mut n).is_empty()
+            })
+            .count();
+        assert_eq!(answered, refilled, "10 ms refill {refilled} tokens");
+    }
+
+    #[test]
+    fn the_node_answers_at_most_its_global_budget_from_many_sources() {
+        use super::super::DEFAULT_GLOBAL_BURST;
+        let now = Instant::now();
+        let mut n = limited_node(now);
+        let global = DEFAULT_GLOBAL_BURST as usize;
+        let mut answered = 0;
+        // 100 hosts, each within its own burst, 50,000 requests in all.
+        for i in 0..50_000usize {
+            let from = peer((i % 100) as u32);
+            send(
+                &mut n,
+                now,
+                from,
+                &request(i as u16, true, internal::PING, None),
+            );
+            while n.poll_transmit().is_some() {
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, global);
+        assert_eq!(n.stats().rate_limited, 50_000 - global as u64);
     }
 
     #[test]
