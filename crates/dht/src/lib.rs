@@ -61,7 +61,7 @@ pub const DEFAULT_BOOTSTRAP: [std::net::SocketAddrV4; 3] = [
 #[cfg(feature = "actor")]
 pub use actor::{
     Connection, Dht, DhtActor, DhtConfig, DhtInfo, Error, Firewall, LookupItem, NatSample,
-    NatStatus, RelayHold, RelayLink, Server, Testnet,
+    NatStatus, RelayHold, RelayLink, Server, Testnet, MAX_HALF_OPEN,
 };
 pub use hyper::nat::NatType;
 pub use hyper::{ConnectError, ConnectOptions, ListenOptions, PathKind, PunchStats};

@@ -76,6 +76,12 @@ pub type Firewall = Arc<dyn Fn(PublicKey, SocketAddrV4) -> FirewallFuture + Send
 
 /// The keepalive interval of DHT connections (hyperdht's `connectionKeepAlive`).
 pub const CONNECTION_KEEPALIVE: Duration = Duration::from_secs(5);
+/// Accepted client handshakes whose client has not started a path yet (no packet, punch or
+/// relay on its stream): half-open connections. Each holds a UDX stream for up to
+/// [`PUNCH_TIMEOUT`](crate::hyper::dht::PUNCH_TIMEOUT) (90 s); at this many, accepting one
+/// more drops the oldest, so a flood of handshakes that never follow up holds a bounded
+/// amount and cannot keep a real client out for long. JS has no count bound (only the time).
+pub const MAX_HALF_OPEN: usize = 256;
 /// Results buffered per lookup (and announce-and-lookup) stream by default.
 pub const RESULTS_BUFFER: usize = 256;
 /// Holders of a server's record buffered per find-peer stream.
@@ -214,6 +220,9 @@ pub struct DhtInfo {
     pub punches: crate::hyper::PunchStats,
     /// Pool sockets open for punches in progress.
     pub pool_sockets: usize,
+    /// Accepted client handshakes whose client has not started a path yet (at most
+    /// [`MAX_HALF_OPEN`]).
+    pub half_open: usize,
 }
 
 pub(super) fn v4(a: SocketAddr) -> Option<SocketAddrV4> {

@@ -123,6 +123,8 @@ struct ServerConn {
     started: bool,
     /// The core gave up on a direct or punched path (only a relay is left).
     punch_failed: bool,
+    /// When we accepted the handshake (the oldest half-open one goes first at the cap).
+    accepted_at: Instant,
 }
 
 /// A client connect in flight.
@@ -532,6 +534,7 @@ impl DhtActor {
         match made {
             Ok(stream) => {
                 let id = stream.id();
+                self.make_room_for_half_open();
                 self.server_conns.insert(
                     handshake,
                     ServerConn {
@@ -544,6 +547,7 @@ impl DhtActor {
                         relay: None,
                         started: false,
                         punch_failed: false,
+                        accepted_at: Instant::now(),
                     },
                 );
                 self.core.accept(Instant::now(), handshake, id);
@@ -560,6 +564,28 @@ impl DhtActor {
             }
         }
         self.flush(ctx);
+    }
+
+    /// Accepted handshakes whose client has not started a path yet.
+    fn half_open(&self) -> usize {
+        self.server_conns.values().filter(|c| !c.started).count()
+    }
+
+    /// At [`MAX_HALF_OPEN`], drops the oldest half-open connection.
+    fn make_room_for_half_open(&mut self) {
+        if self.half_open() < MAX_HALF_OPEN {
+            return;
+        }
+        let oldest = self
+            .server_conns
+            .iter()
+            .filter(|(_, c)| !c.started)
+            .min_by_key(|(_, c)| c.accepted_at)
+            .map(|(h, _)| *h);
+        if let Some(h) = oldest {
+            tracing::debug!("{MAX_HALF_OPEN} half-open connections: dropping the oldest");
+            self.drop_server_conn(h);
+        }
     }
 
     fn drop_server_conn(&mut self, handshake: HandshakeId) {
@@ -1022,6 +1048,7 @@ impl DhtActor {
             nat: nat_status(n),
             punches: self.core.punch_stats(),
             pool_sockets: self.core.pool_sockets(),
+            half_open: self.half_open(),
         }
     }
 }
