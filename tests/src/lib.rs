@@ -5,6 +5,8 @@
 //! line on stdout; [`JsPeer`] reads those events with a bounded wait and kills the process on
 //! drop. A missing `node_modules` is a hard failure with instructions, never a skipped test.
 
+pub mod tmpfs;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;

@@ -11,7 +11,6 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use std::time::Duration;
 
@@ -30,56 +29,10 @@ const WAIT: Duration = Duration::from_secs(20);
 mod common;
 use common::{assert_verifiable, snapshot};
 
-/// A tmpfs of `size` mounted on a fresh directory; unmounted (and removed) on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` (after saying why) when this process may not mount.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let uid = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-            });
-        if uid.as_deref() != Some("0") {
-            println!("skipped: needs root (to mount a small tmpfs)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        if !out.status.success() {
-            // Root without CAP_SYS_ADMIN (an unprivileged container).
-            println!(
-                "skipped: cannot mount a tmpfs: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazily: tasks that still hold files open on it must not keep it mounted.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+#[path = "../../../tests/src/tmpfs.rs"]
+#[allow(unreachable_pub)]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 fn block(i: u64) -> Bytes {
     Bytes::from(vec![(i % 251) as u8; 48 * 1024 + i as usize % 1000])
