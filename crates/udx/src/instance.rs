@@ -98,6 +98,9 @@ pub(crate) struct Slot {
     pub(crate) connect_waker: Option<Waker>,
     pub(crate) flush_waker: Option<Waker>,
     pub(crate) close_waker: Option<Waker>,
+    /// A [`StreamControl::closed`](crate::StreamControl::closed) waiter (apart from the
+    /// application's, so neither takes the other's place).
+    pub(crate) control_close_waker: Option<Waker>,
     pub(crate) firewall: Option<Firewall>,
     /// The application's handle exists.
     pub(crate) handle_alive: bool,
@@ -139,6 +142,7 @@ impl Slot {
             connect_waker: None,
             flush_waker: None,
             close_waker: None,
+            control_close_waker: None,
             firewall: None,
             handle_alive: true,
             dirty: false,
@@ -164,6 +168,7 @@ impl Slot {
                 self.change_waker.take(),
                 self.flush_waker.take(),
                 self.close_waker.take(),
+                self.control_close_waker.take(),
                 self.connect_waker.take(),
             ]
             .into_iter()

@@ -85,6 +85,21 @@ impl StreamControl {
         self.0.stats()
     }
 
+    /// Waits until the stream closed (or is gone); returns how. It waits apart from the
+    /// application's [`UdxStream::closed`], so both can wait at once.
+    pub async fn closed(&self) -> Result<(), Error> {
+        poll_fn(|cx| {
+            self.0.with(false, |s| match s.stream.close_result() {
+                Some(r) => Poll::Ready(r.clone()),
+                None => {
+                    s.control_close_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })?
+        })
+        .await
+    }
+
     /// True while the stream exists and is not closed.
     pub fn is_alive(&self) -> bool {
         self.0

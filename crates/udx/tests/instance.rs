@@ -629,3 +629,32 @@ async fn a_relay_holds_at_most_max_held_relay_packets_for_an_unconnected_target(
         .collect();
     assert_eq!(got, first, "the first {MAX_HELD_RELAY_PACKETS} were held");
 }
+
+#[tokio::test]
+async fn a_control_and_the_application_both_see_the_stream_close() {
+    let a = UdxSocket::bind(lo()).await.unwrap();
+    let b = UdxSocket::bind(lo()).await.unwrap();
+    let sa = Arc::new(a.create_stream(StreamConfig::default()).unwrap());
+    let sb = b.create_stream(StreamConfig::default()).unwrap();
+    sa.connect(sb.id(), b.local_addr()).unwrap();
+    sb.connect(sa.id(), a.local_addr()).unwrap();
+    let control = sa.control();
+    let app = {
+        let sa = sa.clone();
+        tokio::spawn(async move { sa.closed().await })
+    };
+    let watcher = tokio::spawn(async move { control.closed().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sb.destroy();
+    // Each waits on its own: neither takes the other's wakeup.
+    let app = timeout(WAIT, app)
+        .await
+        .expect("the application sees it")
+        .unwrap();
+    let watched = timeout(WAIT, watcher)
+        .await
+        .expect("the control sees it")
+        .unwrap();
+    assert!(app.is_err(), "{app:?}");
+    assert_eq!(app, watched);
+}
