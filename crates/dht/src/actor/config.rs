@@ -223,6 +223,13 @@ pub struct DhtInfo {
     /// Accepted client handshakes whose client has not started a path yet (at most
     /// [`MAX_HALF_OPEN`]).
     pub half_open: usize,
+    /// Streams in the node's UDX instance (live, or lingering in TIME_WAIT).
+    pub streams: usize,
+    /// Per-handshake state the hyperdht core holds (answer slots, pending firewall
+    /// decisions, server holepunch slots); each goes a bounded time after its connection.
+    pub handshakes: usize,
+    /// Connections the actor tracks until their path opens (accepted handshakes, connects).
+    pub pending_connections: usize,
 }
 
 pub(super) fn v4(a: SocketAddr) -> Option<SocketAddrV4> {

@@ -87,7 +87,8 @@ pub struct DhtActor {
     bootstrap_waiters: Vec<oneshot::Sender<()>>,
     local: SocketAddrV4,
     servers: HashMap<ServerId, ServerState>,
-    /// Accepted handshakes and their streams, until the path opens (or they give up).
+    /// Accepted handshakes and their streams, until the path opens (or they give up); a
+    /// relayed one until its stream closes or moves to a direct path.
     server_conns: HashMap<HandshakeId, ServerConn>,
     connects: HashMap<ConnectId, ClientConn>,
     nat_samples: HashMap<u64, oneshot::Sender<NatSample>>,
@@ -597,6 +598,19 @@ impl DhtActor {
         self.core.server_stream_closed(Instant::now(), handshake);
     }
 
+    /// A relayed server connection's stream closed: its relay link and its handshake go.
+    fn relayed_server_conn_closed(&mut self, handshake: HandshakeId, ctx: &mut Context<Self>) {
+        let Some(c) = self.server_conns.remove(&handshake) else {
+            // Upgraded to a direct path meanwhile (the relay went with the upgrade).
+            return;
+        };
+        if let Some(hold) = c.relay {
+            drop(lock_hold(&hold).take());
+        }
+        self.core.server_stream_closed(Instant::now(), handshake);
+        self.flush(ctx);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_server_connection(
         &mut self,
@@ -670,6 +684,17 @@ impl DhtActor {
         if !relayed {
             // Nothing more to wait for on this handshake.
             self.server_conns.remove(&handshake);
+        } else {
+            // Kept for a relay-to-direct upgrade, until the stream closes (hyperdht: the
+            // raw stream's close destroys the relay connection and clears the handshake).
+            let control = stream.control();
+            ctx.spawn(
+                async move {
+                    let _ = control.closed().await;
+                }
+                .into_actor(self)
+                .map(move |(), act, ctx| act.relayed_server_conn_closed(handshake, ctx)),
+            );
         }
         ctx.spawn(
             async move {
@@ -1049,6 +1074,9 @@ impl DhtActor {
             punches: self.core.punch_stats(),
             pool_sockets: self.core.pool_sockets(),
             half_open: self.half_open(),
+            streams: self.udx.stream_count(),
+            handshakes: self.core.handshake_state(),
+            pending_connections: self.server_conns.len() + self.connects.len(),
         }
     }
 }

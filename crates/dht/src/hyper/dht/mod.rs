@@ -827,6 +827,12 @@ impl HyperDht {
         self.punch_stats.relay_upgrades += 1;
     }
 
+    /// Per-handshake state held: answer slots, handshakes waiting for a firewall decision
+    /// and server holepunch slots.
+    pub fn handshake_state(&self) -> usize {
+        self.slots.len() + self.pending_handshakes.len() + self.server_punches.len()
+    }
+
     /// Pool sockets open (punches in progress hold them).
     pub fn pool_sockets(&self) -> usize {
         self.pool.open()
