@@ -4,7 +4,9 @@
 //!   bytes, all-zero and low-order ephemeral points, a valid first message with its
 //!   ciphertext flipped, valid Noise around a garbage or hostile payload, 60 KB messages;
 //! - half-open connections: hundreds of valid handshakes from fresh keys whose UDX stream
-//!   never sends a packet;
+//!   never answers (sent straight to the seeder, so it connects to their source at once and
+//!   holds each until UDX gives up on it; the relayed, punch-waiting kind is capped by the
+//!   DHT actor, `crates/dht/tests/actor_budgets.rs`);
 //! - connections that complete and then send nothing, or announce a 16 MiB secret-stream
 //!   frame and send a little of it.
 //!
