@@ -2,8 +2,8 @@
 //
 //   node dht-peer.js testnet <size>
 //       starts @hyperswarm/testnet on 127.0.0.1, prints {"event":"ready","bootstrap":["127.0.0.1:port"]}
-//   node dht-peer.js node <bootstrap host:port> [ephemeral|persistent]
-//       starts a hyperdht node that bootstraps from it, prints {"event":"ready","port":N}
+//   node dht-peer.js node <bootstrap host:port>
+//       starts a hyperdht node on hyperdht's defaults that bootstraps from it, prints {"event":"ready","port":N}
 //
 // Both then read commands, one JSON object per line on stdin, and answer each with a line:
 //   {"cmd":"announce","topic":hex,"seed":hex}            -> {"event":"announced"}
@@ -29,7 +29,7 @@ const buf = (h) => b4a.from(h, 'hex')
 function print (o) { process.stdout.write(JSON.stringify(o) + '\n') }
 
 async function main () {
-  const [mode, a, b] = process.argv.slice(2)
+  const [mode, a] = process.argv.slice(2)
   let node
   let teardown
   if (mode === 'testnet') {
@@ -43,12 +43,9 @@ async function main () {
     print({ event: 'ready', bootstrap: testnet.bootstrap.map((x) => x.host + ':' + x.port) })
   } else {
     const [host, port] = a.split(':')
-    // `persistent` is the mode about that option: a JS node that stores records for others
-    // (ephemeral: false, firewalled: false). Otherwise the node runs on hyperdht's defaults.
-    const persistent = b === 'persistent'
-    node = new DHT(persistent
-      ? { bootstrap: [{ host, port: Number(port) }], ephemeral: false, firewalled: false }
-      : { bootstrap: [{ host, port: Number(port) }] })
+    // hyperdht's defaults, as a real app runs it (firewalled until proven otherwise,
+    // ephemeral, adaptive).
+    node = new DHT({ bootstrap: [{ host, port: Number(port) }] })
     await node.fullyBootstrapped()
     teardown = () => node.destroy()
     print({ event: 'ready', port: node.address().port })

@@ -164,9 +164,10 @@ async fn rust_nodes_in_a_js_testnet() {
 async fn js_nodes_in_a_rust_testnet() {
     let testnet = Testnet::new(5, 0).await.unwrap();
     let boot = testnet.bootstrap[0].to_string();
-    let mut js1 = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot, "persistent"]);
+    // Both JS nodes on hyperdht's defaults, as JS apps run them.
+    let mut js1 = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot]);
     js1.expect("ready", WAIT).await;
-    let mut js2 = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot, "ephemeral"]);
+    let mut js2 = JsPeer::spawn_interactive("dht-peer.js", &["node", &boot]);
     js2.expect("ready", WAIT).await;
 
     let t = topic("js announce in a rust testnet");

@@ -22,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async move {
         let testnet = Testnet::new(nodes, 0).await?;
+        // Persistent and reachable on purpose, as in the JS counterpart
+        // (tests/interop/bench/dht.js): latency between two reachable nodes, connect over a
+        // direct path.
         let cfg = || DhtConfig::default().with_ephemeral(Some(false)).with_firewalled(false);
         let a = testnet.create_node(cfg()).await?;
         let b = testnet.create_node(cfg()).await?;

@@ -12,6 +12,10 @@ async function main () {
   const nodes = Number(process.argv[2] || 100)
   const rounds = Number(process.argv[3] || 20)
   const testnet = await createTestnet(nodes, { host: '127.0.0.1' })
+  // ephemeral: false, firewalled: false on purpose: this bench measures announce, lookup and
+  // connect latency between two reachable nodes (connect over a direct path, no punch), the
+  // same options as its Rust counterpart (crates/dht/examples/dht-bench.rs); the firewalled
+  // default path is what the NAT lab and the holepunch interop tests measure.
   const a = testnet.createNode({ ephemeral: false, firewalled: false })
   const b = testnet.createNode({ ephemeral: false, firewalled: false })
   await a.fullyBootstrapped(); await b.fullyBootstrapped()
