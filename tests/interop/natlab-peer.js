@@ -277,6 +277,8 @@ async function testnet (o) {
   const nodes = []
   const bootstrap = [...o.bootstrap]
   for (const host of hosts) {
+    // The lab's public DHT infrastructure (bootstrap nodes on the internet side), reachable and
+    // persistent on purpose; the peers behind the NATs run on hyperdht's defaults.
     const node = new DHT({ ephemeral: false, firewalled: false, bootstrap, host, port: o.port })
     await node.fullyBootstrapped()
     if (bootstrap.length === 0) bootstrap.push({ host, port: node.address().port })
