@@ -82,6 +82,30 @@ async fn settled(dht: &Dht, streams_before: usize) -> DhtInfo {
     }
 }
 
+/// Waits as [`settled`] does, then asserts that `dht` holds no UDX stream, handshake state
+/// or pending connection beyond what it had before.
+async fn assert_nothing_left(dht: &Dht, streams_before: usize) {
+    let info = settled(dht, streams_before).await;
+    assert_eq!(info.streams, streams_before, "UDX streams left: {info:?}");
+    assert_eq!(
+        info.handshakes, 0,
+        "hyperdht handshake state left: {info:?}"
+    );
+    assert_eq!(info.pending_connections, 0, "{info:?}");
+}
+
+/// Ends our side and reads until the server's end closes too (both bounded).
+async fn close_cleanly(conn: &mut Connection) {
+    tokio::time::timeout(WAIT, conn.stream.shutdown())
+        .await
+        .expect("the shutdown ends")
+        .unwrap();
+    let _ = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = conn.stream.recv().await {}
+    })
+    .await;
+}
+
 /// Starts the accept loop of `server` (each connection in its own task).
 fn serve_all(mut server: corenet_dht::Server) {
     tokio::spawn(async move {
@@ -113,23 +137,9 @@ async fn sequential_downloads_closed_by_the_client_leave_nothing_on_the_server()
     let client = testnet.create_node(DhtConfig::default()).await.unwrap();
     for i in 0..N {
         let mut conn = download(&client, &target, i).await;
-        tokio::time::timeout(WAIT, conn.stream.shutdown())
-            .await
-            .expect("the shutdown ends")
-            .unwrap();
-        // The server's end closes too; the client's stream ends cleanly.
-        let _ = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(_)) = conn.stream.recv().await {}
-        })
-        .await;
+        close_cleanly(&mut conn).await;
     }
-    let info = settled(&dht, streams_before).await;
-    assert_eq!(info.streams, streams_before, "UDX streams left: {info:?}");
-    assert_eq!(
-        info.handshakes, 0,
-        "hyperdht handshake state left: {info:?}"
-    );
-    assert_eq!(info.pending_connections, 0, "{info:?}");
+    assert_nothing_left(&dht, streams_before).await;
     client.destroy().await;
     dht.destroy().await;
     testnet.destroy().await;
@@ -147,13 +157,7 @@ async fn downloads_whose_client_node_is_destroyed_leave_nothing_on_the_server() 
         client.destroy().await;
         drop(conn);
     }
-    let info = settled(&dht, streams_before).await;
-    assert_eq!(info.streams, streams_before, "UDX streams left: {info:?}");
-    assert_eq!(
-        info.handshakes, 0,
-        "hyperdht handshake state left: {info:?}"
-    );
-    assert_eq!(info.pending_connections, 0, "{info:?}");
+    assert_nothing_left(&dht, streams_before).await;
     dht.destroy().await;
     testnet.destroy().await;
 }
@@ -235,13 +239,7 @@ async fn downloads_whose_client_process_exits_leave_nothing_on_the_server() {
         assert!(status.success(), "the child download failed: {status}");
     }
     // A dead peer is noticed by its keepalives going unacknowledged (about 13 RTOs).
-    let info = settled(&dht, streams_before).await;
-    assert_eq!(info.streams, streams_before, "UDX streams left: {info:?}");
-    assert_eq!(
-        info.handshakes, 0,
-        "hyperdht handshake state left: {info:?}"
-    );
-    assert_eq!(info.pending_connections, 0, "{info:?}");
+    assert_nothing_left(&dht, streams_before).await;
     dht.destroy().await;
     testnet.destroy().await;
 }
@@ -289,22 +287,9 @@ async fn relayed_downloads_closed_by_the_client_leave_nothing_on_the_server() {
     for i in 0..N {
         let mut conn = download(&client, &target, 3000 + i).await;
         assert_eq!(conn.path, corenet_dht::PathKind::Relay);
-        tokio::time::timeout(WAIT, conn.stream.shutdown())
-            .await
-            .expect("the shutdown ends")
-            .unwrap();
-        let _ = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(_)) = conn.stream.recv().await {}
-        })
-        .await;
+        close_cleanly(&mut conn).await;
     }
-    let info = settled(&dht, streams_before).await;
-    assert_eq!(info.streams, streams_before, "UDX streams left: {info:?}");
-    assert_eq!(
-        info.handshakes, 0,
-        "hyperdht handshake state left: {info:?}"
-    );
-    assert_eq!(info.pending_connections, 0, "{info:?}");
+    assert_nothing_left(&dht, streams_before).await;
     client.destroy().await;
     dht.destroy().await;
     relay.close().await;
